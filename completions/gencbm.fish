@@ -1,0 +1,1 @@
+complete --command gencbm --no-files --arguments "(env _GENCBM_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) gencbm)" --condition "env _GENCBM_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) gencbm"

@@ -1,0 +1,147 @@
+"""What every command shares: output streams, error mapping, progress, common options.
+
+stdout carries results only (paths, tables, or one JSON document); logs, warnings and progress
+go to stderr. Errors from the engine become one line on stderr and the exit code DESIGN.md gives.
+No torch import here: `gencbm --help` and completion must stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, TypeVar
+
+import typer
+from typer.exceptions import TyperException
+from typing_extensions import Annotated
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_MISSING = 3
+EXIT_CORRUPT = 4
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class Settings:
+    quiet: bool = False  # no progress bars or info messages
+    debug: bool = False  # tracebacks on errors
+
+
+settings = Settings(debug=os.environ.get("GENCBM_DEBUG", "") not in ("", "0"))
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info messages.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors (also GENCBM_DEBUG=1).")]
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def info(message: str) -> None:
+    """A log line on stderr (silenced by --quiet)."""
+    if not settings.quiet:
+        stderr_console().print(message, markup=False)
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def apply_common(quiet: bool = False, debug: bool = False) -> None:
+    """Apply the --quiet/--debug options a command received (the root's apply too)."""
+    if quiet:
+        settings.quiet = True
+    if debug:
+        settings.debug = True
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    sys.stderr.write(f"gencbm: error: {message}\n")
+    sys.stderr.flush()
+    return typer.Exit(code)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command(func: F) -> F:
+    """Map exceptions raised by a command to one stderr line and DESIGN.md's exit codes."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from engine.errors import GencbmError
+
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort, TyperException):
+            raise  # click's own usage errors and exits keep their codes
+        except GencbmError as exc:
+            if settings.debug:
+                traceback.print_exc()
+            raise fail(str(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", EXIT_INTERRUPTED) from None
+        except FileNotFoundError as exc:
+            if settings.debug:
+                traceback.print_exc()
+            raise fail(f"no such file: {exc.filename or exc}", EXIT_MISSING) from None
+        except PermissionError as exc:
+            if settings.debug:
+                traceback.print_exc()
+            raise fail(f"permission denied: {exc.filename or exc}", EXIT_ERROR) from None
+        except Exception as exc:  # anything unexpected: one line, traceback on --debug
+            if settings.debug:
+                traceback.print_exc()
+                raise fail(f"{type(exc).__name__}: {exc}", EXIT_ERROR) from None
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise fail(f"unexpected {type(exc).__name__}: {first} (run with --debug for the traceback)", EXIT_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr with rate and ETA; yields update(done, total).
+
+    The bar appears on the first update (so nothing is drawn while a model loads or when the
+    command fails before starting) and is silent with --quiet.
+    """
+    if settings.quiet:
+        yield lambda done, tot: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed:.2f}/s" if task.speed else "-/s")
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=stderr_console(), transient=False,
+    )
+    state: dict[str, Any] = {}
+
+    def update(done: int, tot: int) -> None:
+        if "task" not in state:
+            progress.start()
+            state["task"] = progress.add_task(description, total=tot)
+        progress.update(state["task"], completed=done, total=tot)
+
+    try:
+        yield update
+    finally:
+        if "task" in state:
+            progress.stop()

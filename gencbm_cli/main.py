@@ -1,0 +1,47 @@
+"""The Typer app: `gencbm SUBCOMMAND`. Only working subcommands are registered."""
+
+from __future__ import annotations
+
+import typer
+from typing_extensions import Annotated
+
+from gencbm_cli import __version__
+from gencbm_cli.common import DebugOpt, QuietOpt, apply_common
+from gencbm_cli.completion import completion
+from gencbm_cli.doctor import doctor
+from gencbm_cli.generate import generate
+
+app = typer.Typer(
+    name="gencbm",
+    help="Interpretable, steerable generators through post-hoc concept bottlenecks.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gencbm {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """gencbm: make a frozen image generator explain itself and obey concept edits."""
+    apply_common(quiet, debug)
+
+
+app.command("generate")(generate)
+app.command("doctor")(doctor)
+app.command("completion")(completion)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app(prog_name="gencbm")
