@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from typer._completion_classes import completion_init
 from typing_extensions import Annotated
 
 from gencbm_cli import __version__
@@ -10,6 +11,10 @@ from gencbm_cli.common import DebugOpt, QuietOpt, apply_common
 from gencbm_cli.completion import completion
 from gencbm_cli.doctor import doctor
 from gencbm_cli.generate import generate
+
+# Register typer's shell-completion handlers (complete_bash, complete_zsh, complete_fish), which
+# add_completion=False would otherwise skip: `gencbm completion SHELL` replaces --install-completion.
+completion_init()
 
 app = typer.Typer(
     name="gencbm",
