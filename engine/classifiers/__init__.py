@@ -1,0 +1,1 @@
+"""Concept classifiers (pseudo-labelers and evaluation oracles)."""
