@@ -34,7 +34,17 @@ class Settings:
     debug: bool = False  # tracebacks on errors
 
 
-settings = Settings(debug=os.environ.get("GENCBM_DEBUG", "") not in ("", "0"))
+def _env_debug() -> bool:
+    return os.environ.get("GENCBM_DEBUG", "") not in ("", "0")
+
+
+settings = Settings(debug=_env_debug())
+
+
+def reset_settings() -> None:
+    """Back to the defaults at the start of each invocation (several may share a process)."""
+    settings.quiet = False
+    settings.debug = _env_debug()
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info messages.")]

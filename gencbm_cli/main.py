@@ -7,9 +7,10 @@ from typer._completion_classes import completion_init
 from typing_extensions import Annotated
 
 from gencbm_cli import __version__
-from gencbm_cli.common import DebugOpt, QuietOpt, apply_common
+from gencbm_cli.common import DebugOpt, QuietOpt, apply_common, reset_settings
 from gencbm_cli.completion import completion
 from gencbm_cli.doctor import doctor
+from gencbm_cli.download import download
 from gencbm_cli.generate import generate
 
 # Register typer's shell-completion handlers (complete_bash, complete_zsh, complete_fish), which
@@ -39,12 +40,14 @@ def main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """gencbm: make a frozen image generator explain itself and obey concept edits."""
+    reset_settings()
     apply_common(quiet, debug)
 
 
 app.command("generate")(generate)
 app.command("doctor")(doctor)
 app.command("completion")(completion)
+app.command("download")(download)
 
 
 def run() -> None:

@@ -84,12 +84,12 @@ def resolve_generator_path(name_or_path: str | os.PathLike) -> Path:
     name = str(name_or_path)
     looks_like_path = os.sep in name or name.endswith((".pkl", ".safetensors", ".pt"))
     if not looks_like_path:
-        from engine.store.paths import find_artifact
+        from engine.store.artifacts import resolve_artifact
 
-        found = find_artifact(name)
-        if found is not None:
-            return found
-        raise ArtifactMissingError(f"generator {name!r} is not in the store; fetch it with `gencbm download {name}`")
+        found = resolve_artifact(name)  # exit 3 naming `gencbm download NAME`, 4 if corrupt
+        if found.is_dir():
+            raise UsageError(f"artifact {name!r} is a folder, not a StyleGAN2 generator file")
+        return found
     raise ArtifactMissingError(f"no such file: {p}")
 
 

@@ -27,7 +27,21 @@ def converted_dir() -> Path:
 
 
 def find_artifact(name: str, suffixes: tuple[str, ...] = (".pkl", ".safetensors")) -> Path | None:
-    """The main file of a downloaded artifact, or None when it is not in the store."""
+    """The main file of a downloaded artifact, or None when it is not in the store.
+
+    An artifact recorded in the manifest (what `gencbm download NAME` stored) is verified first:
+    size and sha256, re-hashing only a file whose size or mtime changed. A copy that no longer
+    verifies raises CorruptFileError (exit 4, naming `gencbm download NAME --force`) and is never
+    returned; for a multi-file artifact the folder is returned. Files put into `artifacts/NAME/`
+    by hand (no manifest entry) are found as before, unverified.
+    """
+    from engine.store.artifacts import stored_path  # late: artifacts imports this module
+
+    found = stored_path(name)
+    if found is not None:
+        return found
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        return None
     folder = artifact_dir(name)
     if not folder.is_dir():
         return None
