@@ -85,7 +85,7 @@ def test_list_json_names_every_artifact(env):
     result = run(["download", "--list", "--json"], env)
     assert result.exit_code == 0
     rows = {r["name"]: r for r in json.loads(result.stdout)}
-    for name in ("stylegan2-celebahq-256", "stylegan2-cub-256", "ddpm-celebahq-256", "cbae-stygan2-celebahq", "cc-stygan2-celebahq",
+    for name in ("stylegan2-celebahq-256", "stylegan2-cub-256", "ddpm-celebahq-256", "cbae-stylegan2-celebahq", "cc-stylegan2-celebahq",
                  "cbae-ddpm-celebahq", "classifiers-celebahq-vitl16", "celebahq-splits", "inception-fid", "torchvision-vit-l-16-swag"):
         assert rows[name]["stored"] is False
     assert rows["ddpm-celebahq-256"]["mirror_paths"][0] == "google/ddpm-celebahq-256/config.json"
@@ -203,9 +203,9 @@ def test_from_file_right_and_wrong_checksum(env, tmp_path):
 def test_drive_quota_exits_3_with_the_from_file_instructions(env, server):
     server.add("/uc", b"<html><title>Google Drive - Quota exceeded</title><body>Too many users have viewed or downloaded this file recently.</body></html>", content_type="text/html")
     env["GENCBM_GDRIVE_ENDPOINT"] = server.url("/uc")
-    result = run(["download", "cbae-stygan2-celebahq"], env)
+    result = run(["download", "cbae-stylegan2-celebahq"], env)
     assert result.exit_code == 3
-    assert "gencbm download cbae-stygan2-celebahq --from-file PATH/TO/celebahq_cbae_stygan2_thr90_sup_pl_cls8_cbae.pt" in result.stderr
+    assert "gencbm download cbae-stylegan2-celebahq --from-file PATH/TO/celebahq_cbae_stygan2_thr90_sup_pl_cls8_cbae.pt" in result.stderr
     assert "https://drive.google.com/uc?id=1RBdjcBDbpAoW5qOkG-rBonIpcBApBF-q&export=download" in result.stderr
     assert server.hits("/uc")[0]["query"]["id"] == "1RBdjcBDbpAoW5qOkG-rBonIpcBApBF-q"
 

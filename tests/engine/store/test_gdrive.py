@@ -121,11 +121,11 @@ def test_older_confirmation_link_is_followed(server, tmp_path):
 def test_quota_page_exits_3_with_from_file_instructions(server, tmp_path):
     drive_server(server, QUOTA)
     with pytest.raises(DriveUnavailableError) as info:
-        fetch_drive("cbae-stygan2-celebahq", FILE_ID, "celebahq_cbae.pt", tmp_path / "x", policy=FAST, base=server.url("/uc"))
+        fetch_drive("cbae-stylegan2-celebahq", FILE_ID, "celebahq_cbae.pt", tmp_path / "x", policy=FAST, base=server.url("/uc"))
     msg = str(info.value)
     assert info.value.exit_code == 3
     assert "quota" in msg
-    assert "gencbm download cbae-stygan2-celebahq --from-file PATH/TO/celebahq_cbae.pt" in msg
+    assert "gencbm download cbae-stylegan2-celebahq --from-file PATH/TO/celebahq_cbae.pt" in msg
     assert f"https://drive.google.com/uc?id={FILE_ID}&export=download" in msg
     assert "\n" not in msg
     assert len(server.hits("/uc")) == 1  # not retried

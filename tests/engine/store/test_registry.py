@@ -19,8 +19,8 @@ STYLEGAN2 = {
 }
 DRIVE = {
     "stylegan2-cub-256": "1sW7WgvUFH2REZPQx88BjFneoItP9C0XB",
-    "cbae-stygan2-celebahq": "1RBdjcBDbpAoW5qOkG-rBonIpcBApBF-q",
-    "cc-stygan2-celebahq": "1fh2XV2ttrCc88-SgfR9f-JcwG1eent_U",
+    "cbae-stylegan2-celebahq": "1RBdjcBDbpAoW5qOkG-rBonIpcBApBF-q",
+    "cc-stylegan2-celebahq": "1fh2XV2ttrCc88-SgfR9f-JcwG1eent_U",
     "cbae-ddpm-celebahq": "1kl5pDqzm0M73r8H74AfSokgDFGAF0szb",
     "classifiers-celebahq-rn18": "1xbR7MbERV7wMnU4WcsNSDriYXBqsy_jZ",
     "classifiers-celebahq-vitl16": "1XD6Badmf4QwRrdy6MbOr-mefyu1k_OIy",
@@ -70,12 +70,12 @@ def test_ddpm_splits_and_bottleneck_settings():
     assert ddpm.source_type == "hf" and ddpm.hf_repo == "google/ddpm-celebahq-256" and ddpm.multi_file
     splits = reg.get("celebahq-splits")
     assert [f.url.split("/main/")[1] for f in splits.files] == ["datasets/CelebAMask-HQ/train.txt", "datasets/CelebAMask-HQ/test.txt"]
-    cbae = reg.get("cbae-stygan2-celebahq")
+    cbae = reg.get("cbae-stylegan2-celebahq")
     assert cbae.settings["latent"]["shape"] == [14, 512] and cbae.settings["generator"] == "stylegan2-celebahq-256"
     assert len(cbae.settings["concepts"]) == 8 and cbae.settings["unknown_dims"] == 40
     assert 2 * len(cbae.settings["concepts"]) + cbae.settings["unknown_dims"] == cbae.settings["concept_logits_total"]
     assert reg.get("cbae-ddpm-celebahq").settings["latent"]["shape"] == [512, 8, 8]
-    for name in ("cbae-stygan2-celebahq", "cc-stygan2-celebahq", "cbae-ddpm-celebahq"):
+    for name in ("cbae-stylegan2-celebahq", "cc-stylegan2-celebahq", "cbae-ddpm-celebahq"):
         assert reg.get(reg.get(name).settings["generator"]).kind == "generator"
 
 
