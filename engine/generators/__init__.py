@@ -25,12 +25,24 @@ FORMAT_VERSION = 1
 __all__ = ["Generator", "load_generator", "save_generator", "resolve_generator_path", "z_from_seeds", "one_hot"]
 
 
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """Digest of names, dtypes, shapes and bytes of a state dict (detects flipped bytes in a file)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def save_generator(G: Generator, path: str | Path, source: str | None = None) -> Path:
-    """Write G as safetensors with its constructor config in the metadata (atomic)."""
+    """Write G as safetensors with its constructor config and a digest of its tensors (atomic)."""
     from engine.store.checkpoint import save_checkpoint
 
-    meta = {"kind": GENERATOR_KIND, "format_version": FORMAT_VERSION, "config": G.init_kwargs, "source": source}
-    return save_checkpoint(path, G.state_dict(), meta)
+    state = G.state_dict()
+    meta = {"kind": GENERATOR_KIND, "format_version": FORMAT_VERSION, "config": G.init_kwargs, "source": source,
+            "tensor_sha256": tensors_sha256(state)}
+    return save_checkpoint(path, state, meta)
 
 
 def _load_safetensors_generator(path: Path) -> Generator:
@@ -40,6 +52,9 @@ def _load_safetensors_generator(path: Path) -> Generator:
     tensors, meta = load_checkpoint(path)
     if meta.get("kind") != GENERATOR_KIND or not isinstance(meta.get("config"), dict):
         raise CorruptFileError(f"{path}: not a gencbm StyleGAN2 generator file (kind {meta.get('kind')!r})")
+    digest = meta.get("tensor_sha256")
+    if digest is not None and tensors_sha256(tensors) != digest:
+        raise CorruptFileError(f"{path}: tensor data does not match its recorded sha256 (the file is corrupt)")
     try:
         G = Generator(**meta["config"])
     except (TypeError, ValueError) as exc:
@@ -56,6 +71,18 @@ def _conversion_path(pkl: Path, key: str) -> Path:
     return converted_dir() / f"{pkl.stem}-{key}-{digest}.safetensors"
 
 
+def _conversion_source(path: Path) -> str | None:
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            import json
+
+            return json.loads((f.metadata() or {}).get("gencbm", "{}")).get("source")
+    except Exception:
+        return None
+
+
 def _load_pickle_generator(pkl: Path, key: str, use_cache: bool) -> Generator:
     from engine.generators.nvidia_pickle import load_network_pickle
 
@@ -68,7 +95,10 @@ def _load_pickle_generator(pkl: Path, key: str, use_cache: bool) -> Generator:
     G = load_network_pickle(pkl, key=key)
     if cache is not None:
         try:
-            save_generator(G, cache, source=str(pkl))
+            for old in cache.parent.glob(f"{pkl.stem}-{key}-*.safetensors"):  # conversions of an older version of this file
+                if old != cache and _conversion_source(old) == str(pkl.resolve()):
+                    old.unlink(missing_ok=True)
+            save_generator(G, cache, source=str(pkl.resolve()))
         except OSError as exc:
             warnings.warn(f"could not keep a converted copy of {pkl.name} in the store ({exc}); it will be re-imported next time", stacklevel=2)
     return G

@@ -82,6 +82,45 @@ def _storage_from_bytes(data: bytes) -> Any:
         raise CorruptFileError(f"unreadable tensor storage in network pickle: {str(exc).splitlines()[0]}") from None
 
 
+def _storage_numel(storage: Any) -> int:
+    if hasattr(storage, "_size"):  # TypedStorage: elements
+        return int(storage._size())
+    if hasattr(storage, "nbytes"):
+        return int(storage.nbytes())
+    return int(storage.size())
+
+
+def _check_view(storage: Any, offset: int, size: Any, stride: Any) -> None:
+    """Refuse a tensor view reaching past its storage (torch would grow it with uninitialised memory)."""
+    try:
+        size = tuple(int(v) for v in size)
+        stride = tuple(int(v) for v in stride)
+        offset = int(offset)
+    except (TypeError, ValueError):
+        raise CorruptFileError("malformed tensor record in network pickle") from None
+    if len(size) != len(stride) or offset < 0 or any(v < 0 for v in size) or any(v < 0 for v in stride):
+        raise CorruptFileError("malformed tensor record in network pickle")
+    if 0 in size:
+        return
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride))
+    if last >= _storage_numel(storage):
+        raise CorruptFileError(f"tensor of shape {size} reaches past its stored data ({_storage_numel(storage)} elements)")
+
+
+def _rebuild_tensor_checked(storage, storage_offset, size, stride, *args, **kwargs):
+    import torch._utils as tu
+
+    _check_view(storage, storage_offset, size, stride)
+    return tu._rebuild_tensor_v2(storage, storage_offset, size, stride, *args, **kwargs)
+
+
+def _rebuild_tensor_v1_checked(storage, storage_offset, size, stride):
+    import torch._utils as tu
+
+    _check_view(storage, storage_offset, size, stride)
+    return tu._rebuild_tensor(storage, storage_offset, size, stride)
+
+
 class EasyDictRecord(dict):
     """Stand-in for dnnlib's EasyDict (a plain dict subclass) found in training_set_kwargs."""
 
@@ -105,7 +144,9 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         ("numpy", "dtype"): np.dtype,
         ("numpy", "ndarray"): np.ndarray,
     }
-    for name in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_parameter_with_state"):
+    allowed[("torch._utils", "_rebuild_tensor_v2")] = _rebuild_tensor_checked
+    allowed[("torch._utils", "_rebuild_tensor")] = _rebuild_tensor_v1_checked
+    for name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
         if hasattr(tu, name):
             allowed[("torch._utils", name)] = getattr(tu, name)
     # numpy moved numpy.core to numpy._core in 2.0; pickles name whichever wrote them.
@@ -147,7 +188,7 @@ def read_network_pickle(path: str | Path) -> dict:
         raise
     except FileNotFoundError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, RuntimeError, MemoryError, UnicodeDecodeError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, RuntimeError, MemoryError, OverflowError, UnicodeDecodeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CorruptFileError(f"{path}: not a readable network pickle ({type(exc).__name__}: {msg})") from None
     if not isinstance(data, dict):
@@ -226,6 +267,10 @@ def generator_config(record: PersistentRecord, source: str = "network pickle") -
     last = blocks[2**res_log2]
     if "architecture" in last.state:
         synthesis_kwargs["architecture"] = str(last.state["architecture"])
+    layer = last.modules.get("conv1")
+    if isinstance(layer, PersistentRecord) and "conv_clamp" in layer.state:  # defaults differ between code bases
+        clamp = layer.state["conv_clamp"]
+        synthesis_kwargs["conv_clamp"] = None if clamp is None else float(clamp)
     if "fused_modconv_default" not in synthesis_kwargs and "fused_modconv_default" in last.state:
         synthesis_kwargs["fused_modconv_default"] = last.state["fused_modconv_default"]
 
@@ -280,6 +325,25 @@ def fill_generator(G: Generator, tensors: dict[str, torch.Tensor], source: str) 
     return G
 
 
+# Bounds on stored settings, so a malformed file cannot make us allocate absurd networks.
+_LIMITS = {"z_dim": 1 << 14, "c_dim": 1 << 16, "w_dim": 1 << 14, "img_resolution": 1 << 13, "img_channels": 16}
+
+
+def _check_config(config: dict, source: str) -> None:
+    for name, hi in _LIMITS.items():
+        v = config.get(name)
+        lo = 0 if name in ("z_dim", "c_dim") else 1
+        if not isinstance(v, int) or not lo <= v <= hi:
+            raise CorruptFileError(f"{source}: implausible {name} = {v!r} in the generator record")
+    res = config["img_resolution"]
+    if res < 4 or res & (res - 1):
+        raise CorruptFileError(f"{source}: img_resolution {res} is not a power of two >= 4")
+    for name in ("channel_base", "channel_max"):
+        v = config.get(name)
+        if v is not None and not (isinstance(v, int) and 1 <= v <= 1 << 20):
+            raise CorruptFileError(f"{source}: implausible {name} = {v!r} in the generator record")
+
+
 def import_network_pickle(path: str | Path, key: str = "G_ema") -> tuple[dict, dict[str, torch.Tensor]]:
     """(config, tensors) of the generator stored under `key` in an NVIDIA network pickle."""
     data = read_network_pickle(path)
@@ -289,8 +353,15 @@ def import_network_pickle(path: str | Path, key: str = "G_ema") -> tuple[dict, d
     record = data[key]
     if not isinstance(record, PersistentRecord):
         raise CorruptFileError(f"{path}: {key!r} is not a persistent network object")
-    config = generator_config(record, source=str(path))
-    tensors = record_tensors(record)
+    try:
+        config = generator_config(record, source=str(path))
+        _check_config(config, str(path))
+        tensors = record_tensors(record)
+    except CorruptFileError as exc:
+        msg = str(exc)
+        raise CorruptFileError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+        raise CorruptFileError(f"{path}: malformed generator record ({type(exc).__name__}: {exc})") from None
     return config, tensors
 
 
@@ -299,6 +370,6 @@ def load_network_pickle(path: str | Path, key: str = "G_ema") -> Generator:
     config, tensors = import_network_pickle(path, key)
     try:
         G = Generator(**config)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise CorruptFileError(f"{path}: cannot build a generator from its stored settings ({exc})") from None
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, OverflowError, MemoryError) as exc:
+        raise CorruptFileError(f"{path}: cannot build a generator from its stored settings ({type(exc).__name__}: {exc})") from None
     return fill_generator(G, tensors, str(path)).eval().requires_grad_(False)

@@ -1,0 +1,24 @@
+"""Shared test setup: make the test helpers in this folder (e.g. `nvidia_format`) importable.
+
+pytest (import mode "prepend") puts this folder first on sys.path to import this file. Because
+tests/engine/ has no __init__.py, `import engine` would then find it as a namespace package and
+shadow the installed (editable) `engine`. So the real package is imported first, with this folder
+out of the way; `engine` is cheap to import (torch loads lazily).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+# Tiny test models gain nothing from intra-op threads; on 2 cores OpenMP barriers make them much slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+_TESTS = Path(__file__).resolve().parent
+_saved = list(sys.path)
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _TESTS]
+try:
+    import engine  # noqa: F401  (cached in sys.modules: later imports use the real package)
+finally:
+    sys.path[:] = _saved
+if str(_TESTS) not in sys.path:
+    sys.path.insert(0, str(_TESTS))
