@@ -50,9 +50,19 @@ def collect(build_ops: bool = False) -> dict[str, Any]:
         "kernel_cache": str(builder.cache_root()),
         "ops": {},
     }
+    from engine.errors import OpBuildError
+
+    compile_only = not torch.cuda.is_available()
     for op in OPS:
-        if build_ops:
-            report["ops"][op] = builder.build_op(op, compile_only=not torch.cuda.is_available())
-        else:
-            report["ops"][op] = builder.op_status(op)
+        if not build_ops:
+            status = builder.op_status(op)
+            status["state"] = "built" if status.get("built") else ("buildable" if status.get("buildable") else "unavailable")
+            report["ops"][op] = status
+            continue
+        try:
+            result = builder.build_op(op, compile_only=compile_only)
+            result.update(ok=True, state="compiled and linked (no GPU to load it on)" if compile_only else "built")
+        except OpBuildError as exc:
+            result = {"ok": False, "state": "build failed", "error": str(exc)}
+        report["ops"][op] = result
     return report

@@ -9,8 +9,8 @@ from gencbm_cli.common import DebugOpt, JsonOpt, QuietOpt, apply_common, command
 
 
 def _op_line(name: str, status: dict) -> str:
-    state = status.get("state") or ("built" if status.get("built") else "buildable" if status.get("buildable") else "unavailable")
-    reason = status.get("reason") or status.get("error")
+    state = status.get("state", "unknown")
+    reason = status.get("error") or (status.get("reason") if state != "built" else None)
     return f"  {name:<10} {state}" + (f" ({reason})" if reason else "")
 
 
@@ -47,6 +47,6 @@ def doctor(
         typer.echo("ops:")
         for name, status in report["ops"].items():
             typer.echo(_op_line(name, status))
-    failed = [n for n, s in report["ops"].items() if build_ops and not s.get("ok", s.get("built", False))]
+    failed = [n for n, s in report["ops"].items() if build_ops and not s.get("ok")]
     if failed:
         raise typer.Exit(1)

@@ -69,11 +69,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ema", type=float, default=0.998)
     ap.add_argument("--max-minutes", type=float, default=None, help="stop early after this long (checkpoint kept)")
     ap.add_argument("--checkpoint-every", type=int, default=250)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", default="auto", help="torch threads, or 'auto': 2 when the machine is idle, else 1")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    import os
+
+    def set_threads() -> None:
+        if args.threads == "auto":
+            busy = os.getloadavg()[0] > 2.5
+            torch.set_num_threads(1 if busy else min(2, os.cpu_count() or 1))
+        else:
+            torch.set_num_threads(int(args.threads))
+
+    set_threads()
 
     from engine.generators import save_generator
 
@@ -107,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             beta = min(args.ema, (1 + step) / (10 + step))
             for p_ema, p in zip(G_ema.parameters(), G.parameters()):
                 p_ema.lerp_(p, 1 - beta)
+        if step % 100 == 0:
+            set_threads()
         if step % 50 == 0 or step == args.steps - 1:
             log(json.dumps({"step": step, "lr": round(lr, 6), "l1": round(l1.item(), 4), "concept_bce": round(concept.item(), 4), "elapsed_min": round((time.time() - t0) / 60, 2)}))
         done = step == args.steps - 1 or (args.max_minutes is not None and time.time() - t0 > args.max_minutes * 60)
