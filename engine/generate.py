@@ -81,6 +81,12 @@ def generate(config: GenerateConfig, progress: Callable[[int, int], None] | None
             "resolution": G.img_resolution,
         },
     )
+    world = None
+    world_meta = (getattr(G, "gencbm_meta", None) or {}).get("world")
+    if world_meta is not None:  # a toyfaces generator: its z decides the ground-truth concepts
+        from engine.toyfaces.world import CONCEPTS, World, WorldConfig
+
+        world = World(WorldConfig.from_json(world_meta))
     arrays = []
     seeds = list(config.seeds)
     total = len(seeds)
@@ -93,9 +99,13 @@ def generate(config: GenerateConfig, progress: Callable[[int, int], None] | None
             c = one_hot(config.class_idx, G.c_dim, len(batch))
             c = c.to(device) if c is not None else None
             img = G(z, c, truncation_psi=config.truncation_psi, truncation_cutoff=config.truncation_cutoff, noise_mode=config.noise_mode)
-            for seed, arr in zip(batch, to_uint8(img)):
+            truth = world.factors(z.cpu())[0].tolist() if world is not None else None
+            for i, (seed, arr) in enumerate(zip(batch, to_uint8(img))):
                 path = save_png(arr, out_dir / f"seed{seed:04d}.png")
-                result.images.append({"seed": seed, "path": str(path)})
+                entry = {"seed": seed, "path": str(path)}
+                if truth is not None:
+                    entry["ground_truth"] = dict(zip(CONCEPTS, truth[i]))
+                result.images.append(entry)
                 if config.grid:
                     arrays.append(arr)
             if progress is not None:

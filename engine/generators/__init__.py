@@ -35,12 +35,14 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_generator(G: Generator, path: str | Path, source: str | None = None) -> Path:
-    """Write G as safetensors with its constructor config and a digest of its tensors (atomic)."""
+def save_generator(G: Generator, path: str | Path, source: str | None = None, extra: dict | None = None) -> Path:
+    """Write G as safetensors with its constructor config and a digest of its tensors (atomic).
+
+    `extra` adds JSON-serialisable metadata (the toyfaces generator records its world there)."""
     from engine.store.checkpoint import save_checkpoint
 
     state = G.state_dict()
-    meta = {"kind": GENERATOR_KIND, "format_version": FORMAT_VERSION, "config": G.init_kwargs, "source": source,
+    meta = {**(extra or {}), "kind": GENERATOR_KIND, "format_version": FORMAT_VERSION, "config": G.init_kwargs, "source": source,
             "tensor_sha256": tensors_sha256(state)}
     return save_checkpoint(path, state, meta)
 
@@ -59,7 +61,9 @@ def _load_safetensors_generator(path: Path) -> Generator:
         G = Generator(**meta["config"])
     except (TypeError, ValueError) as exc:
         raise CorruptFileError(f"{path}: cannot build a generator from its stored config ({exc})") from None
-    return fill_generator(G, tensors, str(path))
+    G = fill_generator(G, tensors, str(path))
+    G.gencbm_meta = meta  # e.g. the toyfaces world that decides ground truth
+    return G
 
 
 def _conversion_path(pkl: Path, key: str) -> Path:
@@ -115,6 +119,11 @@ def resolve_generator_path(name_or_path: str | os.PathLike) -> Path:
     looks_like_path = os.sep in name or name.endswith((".pkl", ".safetensors", ".pt"))
     if not looks_like_path:
         from engine.store.artifacts import resolve_artifact
+        from engine.toyfaces.builtin import builtin_generator
+
+        builtin = builtin_generator(name)
+        if builtin is not None:
+            return builtin
 
         found = resolve_artifact(name)  # exit 3 naming `gencbm download NAME`, 4 if corrupt
         if found.is_dir():

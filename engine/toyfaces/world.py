@@ -77,6 +77,17 @@ class WorldConfig:
     priors: tuple[tuple[str, float], ...] = tuple(DEFAULT_PRIORS.items())  # P(concept present)
     correlations: tuple[tuple[str, str, float], ...] = tuple((a, b, r) for (a, b), r in DEFAULT_CORRELATIONS.items())  # latent correlations
 
+    def to_json(self) -> dict:
+        return {"z_dim": self.z_dim, "seed": self.seed, "priors": [list(p) for p in self.priors], "correlations": [list(c) for c in self.correlations]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "WorldConfig":
+        return cls(
+            z_dim=int(data["z_dim"]), seed=int(data["seed"]),
+            priors=tuple((str(k), float(v)) for k, v in data["priors"]),
+            correlations=tuple((str(a), str(b), float(r)) for a, b, r in data["correlations"]),
+        )
+
     def prior_vector(self) -> np.ndarray:
         p = dict(self.priors)
         missing = [c for c in CONCEPTS if c not in p]
