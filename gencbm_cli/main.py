@@ -12,6 +12,7 @@ from gencbm_cli.completion import completion
 from gencbm_cli.doctor import doctor
 from gencbm_cli.download import download
 from gencbm_cli.generate import generate
+from gencbm_cli.train_classifier import train_classifier
 
 # Register typer's shell-completion handlers (complete_bash, complete_zsh, complete_fish), which
 # add_completion=False would otherwise skip: `gencbm completion SHELL` replaces --install-completion.
@@ -48,6 +49,7 @@ app.command("generate")(generate)
 app.command("doctor")(doctor)
 app.command("completion")(completion)
 app.command("download")(download)
+app.command("train-classifier")(train_classifier)
 
 
 def run() -> None:

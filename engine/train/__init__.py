@@ -1,0 +1,1 @@
+"""Training loops: concept classifiers (classifier.py)."""
