@@ -25,6 +25,7 @@ class GenerateConfig:
     batch_size: int = 8  # images per forward pass
     device: str = "auto"  # auto | cpu | cuda[:N]
     pickle_key: str = "G_ema"  # network to load from an NVIDIA pickle
+    classifiers: tuple[str, ...] = ()  # classifier sets (names or folders) whose predictions join the manifest
 
 
 @dataclass
@@ -36,6 +37,20 @@ class GenerateResult:
 
     def to_json(self) -> dict:
         return {"generator": self.generator, "images": self.images, "grid": self.grid, **self.settings}
+
+
+def _caption(entry: dict) -> list[str]:
+    """Caption lines for the annotated grid: seed, then per concept the first set's probability
+    (and ground truth as 0/1 where known), abbreviated to fit under a 128 px image."""
+    lines = [f"seed {entry['seed']}"]
+    preds = next(iter(entry.get("predictions", {}).values()), {})
+    truth = entry.get("ground_truth", {})
+    for concept in list(preds) or list(truth):
+        short = concept.replace("_", "")[:10]
+        p = f" {preds[concept]:.2f}" if concept in preds else ""
+        t = f" gt{truth[concept]}" if concept in truth else ""
+        lines.append(f"{short}{p}{t}")
+    return lines
 
 
 def _check(config: GenerateConfig) -> None:
@@ -81,6 +96,12 @@ def generate(config: GenerateConfig, progress: Callable[[int, int], None] | None
             "resolution": G.img_resolution,
         },
     )
+    classifier_sets = {}
+    if config.classifiers:
+        from engine.classifiers.concept import predict_proba
+        from engine.classifiers.io import load_classifier_set
+
+        classifier_sets = {name: load_classifier_set(name, device=device) for name in config.classifiers}
     world = None
     world_meta = (getattr(G, "gencbm_meta", None) or {}).get("world")
     if world_meta is not None:  # a toyfaces generator: its z decides the ground-truth concepts
@@ -100,11 +121,15 @@ def generate(config: GenerateConfig, progress: Callable[[int, int], None] | None
             c = c.to(device) if c is not None else None
             img = G(z, c, truncation_psi=config.truncation_psi, truncation_cutoff=config.truncation_cutoff, noise_mode=config.noise_mode)
             truth = world.factors(z.cpu())[0].tolist() if world is not None else None
+            preds = {name: {concept: predict_proba(clf, img).tolist() for concept, (clf, _) in cset.items()}
+                     for name, cset in classifier_sets.items()}
             for i, (seed, arr) in enumerate(zip(batch, to_uint8(img))):
                 path = save_png(arr, out_dir / f"seed{seed:04d}.png")
                 entry = {"seed": seed, "path": str(path)}
                 if truth is not None:
                     entry["ground_truth"] = dict(zip(CONCEPTS, truth[i]))
+                if preds:
+                    entry["predictions"] = {name: {c: round(p[i], 4) for c, p in by_concept.items()} for name, by_concept in preds.items()}
                 result.images.append(entry)
                 if config.grid:
                     arrays.append(arr)
@@ -112,4 +137,9 @@ def generate(config: GenerateConfig, progress: Callable[[int, int], None] | None
                 progress(min(start + len(batch), total), total)
     if config.grid:
         result.grid = str(save_png(make_grid(arrays), out_dir / "grid.png"))
+        if classifier_sets or world is not None:
+            from engine.images import annotated_grid
+
+            captions = [_caption(entry) for entry in result.images]
+            result.settings["annotated_grid"] = str(save_png(annotated_grid(arrays, captions), out_dir / "grid-annotated.png"))
     return result

@@ -46,3 +46,28 @@ def make_grid(arrays: list[np.ndarray], cols: int | None = None, pad: int = 0) -
         r, q = divmod(i, cols)
         grid[r * (h + pad) : r * (h + pad) + h, q * (w + pad) : q * (w + pad) + w] = a
     return grid
+
+
+def annotated_grid(arrays: list[np.ndarray], captions: list[list[str]], cols: int | None = None, cell: int = 128) -> np.ndarray:
+    """A grid of images upscaled to `cell` px (nearest), each with its caption lines below it."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    if len(arrays) != len(captions):
+        raise ValueError("one caption list per image")
+    n = len(arrays)
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    font = ImageFont.load_default()
+    line_h = 11
+    text_h = line_h * max((len(c) for c in captions), default=0) + 4
+    width, height = cols * (cell + 4), rows * (cell + text_h + 4)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for i, (a, lines) in enumerate(zip(arrays, captions)):
+        r, q = divmod(i, cols)
+        x0, y0 = q * (cell + 4) + 2, r * (cell + text_h + 4) + 2
+        img = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a).convert("RGB").resize((cell, cell), Image.NEAREST)
+        canvas.paste(img, (x0, y0))
+        for j, line in enumerate(lines):
+            draw.text((x0 + 1, y0 + cell + 2 + j * line_h), line, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)

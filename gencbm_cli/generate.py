@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -35,6 +35,7 @@ def generate(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 8,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
     pickle_key: Annotated[str, typer.Option("--pickle-key", help="Network to read from an NVIDIA pickle (G_ema, G).")] = "G_ema",
+    classifiers: Annotated[Optional[List[str]], typer.Option("--classifiers", help="Classifier set (name or folder) whose predictions join the manifest and an annotated grid; repeatable.")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -50,7 +51,7 @@ def generate(
     config = GenerateConfig(
         gen=gen, seeds=tuple(parse_seeds(seeds)), out_dir=out, class_idx=class_idx, truncation_psi=trunc,
         truncation_cutoff=trunc_cutoff, noise_mode=noise_mode, grid=grid, batch_size=batch_size,
-        device=device, pickle_key=pickle_key,
+        device=device, pickle_key=pickle_key, classifiers=tuple(classifiers or ()),
     )
     with progress_bar("generating", len(config.seeds)) as update:
         result = run_generate(config, progress=update)

@@ -78,6 +78,7 @@ def train_classifier(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (or FILE.safetensors for one concept); default classifiers/DATASET_ARCH.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, shuffling and flips.")] = 0,
+    width: Annotated[Optional[int], typer.Option("--width", min=1, help="small-cnn only: channels of the first stage (default 32).")] = None,
     export_original: Annotated[bool, typer.Option("--export-original", help="Also write {dataset}_{Concept}_{arch}_conclsf.pth (the original project's format).")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -98,7 +99,7 @@ def train_classifier(
     config = TrainClassifierConfig(
         dataset=dataset, data_root=str(data_root) if data_root is not None else None, concepts=names,
         arch=arch or DEFAULT_ARCH[dataset], init=init or "auto", epochs=epochs, batch_size=batch_size, lr=lr,
-        optimizer=optimizer, workers=workers, limit=limit, device=device, out=str(out) if out is not None else None,
+        optimizer=optimizer, workers=workers, limit=limit, device=device, out=str(out) if out is not None else None, width=width,
         seed=seed, export_original=export_original,
     )
     bars = _Bars()

@@ -232,6 +232,12 @@ def classifier_files(folder: Path) -> list[Path]:
 
 def _resolve(value: str | os.PathLike) -> Path:
     from engine.store.artifacts import resolve
+    from engine.toyfaces.builtin import builtin_classifier_set
+
+    if not Path(value).exists():
+        builtin = builtin_classifier_set(str(value))  # oracle, toyfaces-pseudo: shipped in the package
+        if builtin is not None:
+            return builtin
 
     return resolve(value, kinds=("classifiers", "classifier"), what="classifier or classifier set")
 

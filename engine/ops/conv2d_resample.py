@@ -48,6 +48,8 @@ def conv2d_resample(
     if not (isinstance(up, int) and isinstance(down, int) and up >= 1 and down >= 1):
         raise ValueError(f"up and down must be integers >= 1 (got {up}, {down})")
     out_ch, in_per_group, kh, kw = w.shape
+    if groups < 1 or out_ch % groups:
+        raise ValueError(f"{out_ch} output channels cannot be split into {groups} groups")
     if x.shape[1] != in_per_group * groups:
         raise ValueError(f"x has {x.shape[1]} channels, weight expects {in_per_group} x {groups} groups")
     fw, fh = filter_size(f)

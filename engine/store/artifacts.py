@@ -467,7 +467,7 @@ def resolve(
 
     A missing path: FileNotFoundError-like ArtifactMissingError (exit 3); a registry name not yet
     downloaded: exit 3 naming `gencbm download NAME`; a corrupt stored copy: exit 4; a name that is
-    neither: UsageError (exit 2) with the closest known name of the right kind.
+    neither: ArtifactMissingError (exit 3) with the closest known name of the right kind.
     """
     p = Path(value).expanduser()
     if p.exists():
@@ -489,7 +489,7 @@ def resolve(
 
     close = difflib.get_close_matches(text.lower(), names, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise UsageError(f"{text!r} is neither a file nor a known {what}{hint} (known: {', '.join(names)})")
+    raise ArtifactMissingError(f"{text!r} is neither a file nor a known {what}{hint} (known: {', '.join(names)}; `gencbm download --list` shows them)")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ class TrainClassifierConfig:
     device: str = "auto"  # auto, cpu or cuda[:N]
     out: str | None = None  # output folder (or a .safetensors file for one concept); None: classifiers/{dataset}_{arch}
     seed: int = 0  # seed of initialisation, shuffling and flips
+    width: int | None = None  # small-cnn only: channels of the first stage; None: 32
     export_original: bool = False  # also write {dataset}_{Concept}_{arch}_conclsf.pth (the original's format)
 
     def to_json(self) -> dict[str, Any]:
@@ -57,7 +58,15 @@ class TrainClassifierConfig:
 DEFAULT_LR = 1e-3
 
 
+def arch_spec_name(arch: str) -> str:
+    from engine.classifiers.networks import arch_spec
+
+    return arch_spec(arch).name
+
+
 def _check(config: TrainClassifierConfig) -> None:
+    if config.width is not None and (config.width < 1 or arch_spec_name(config.arch) != "small-cnn"):
+        raise UsageError("--width applies to --arch small-cnn only and must be >= 1")
     if config.epochs < 1:
         raise UsageError(f"--epochs must be at least 1 (got {config.epochs})")
     if config.batch_size < 1:
@@ -192,7 +201,8 @@ def _train_one(config, data, spec, init, device, input_size, train_ds, test_ds, 
     if positives in (0.0, 1.0):
         say(f"{concept}: every training sample is {'positive' if positives else 'negative'}; the classifier cannot learn it")
     torch.manual_seed(config.seed)
-    net = build_network(spec.name, num_outputs=2, init=init)
+    arch_kwargs = {"width": config.width} if spec.name == "small-cnn" and config.width is not None else None
+    net = build_network(spec.name, num_outputs=2, init=init, arch_kwargs=arch_kwargs)
     clf = ConceptClassifier(net, arch=spec.name, input_size=input_size, mean=spec.mean, std=spec.std,
                             resize_mode=spec.resize_mode, concept=concept, class_names=[f"not {concept}", concept]).to(device)
     lr = config.lr if config.lr is not None else DEFAULT_LR

@@ -317,7 +317,7 @@ def test_resolve_accepts_paths_and_names(reg, server, store, tmp_path):
     assert A.resolve("TEST_G", kinds=("generator",)).read_bytes() == DATA  # forgiving names
     with pytest.raises(UsageError, match="not a classifier set"):
         A.resolve("test-g", kinds=("classifiers",), what="classifier set")
-    with pytest.raises(UsageError, match="did you mean 'test-g'"):
+    with pytest.raises(ArtifactMissingError, match="did you mean 'test-g'"):
         A.resolve("test-gg", kinds=("generator",), what="generator")
     with pytest.raises(ArtifactMissingError, match="no such file"):
         A.resolve(str(tmp_path / "nope.pkl"))

@@ -45,3 +45,34 @@ def test_plain_generators_have_no_ground_truth(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["generate", "--gen", str(path), "--seeds", "1", "--out", str(tmp_path / "o"), "--json", "-q"])
     assert result.exit_code == 0, result.output
     assert "ground_truth" not in json.loads(result.stdout)["images"][0]
+
+
+def test_generate_with_classifiers_adds_predictions_and_annotated_grid(tmp_path, monkeypatch):
+    from engine.train.classifier import TrainClassifierConfig, train_classifiers
+
+    monkeypatch.setenv("GENCBM_HOME", str(tmp_path / "home"))
+    cset = tmp_path / "tiny-set"
+    train_classifiers(TrainClassifierConfig(dataset="toyfaces", concepts=("Smiling", "Eyeglasses"), arch="small-cnn", width=4,
+                                            epochs=1, limit=200, out=str(cset), device="cpu"))
+    path = _toy_like(tmp_path)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["generate", "--gen", str(path), "--seeds", "0-3", "--out", str(out), "--grid",
+                                      "--classifiers", str(cset), "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    for entry in manifest["images"]:
+        probs = entry["predictions"][str(cset)]
+        assert set(probs) == {"Smiling", "Eyeglasses"}
+        assert all(0.0 <= p <= 1.0 for p in probs.values())
+    from PIL import Image
+
+    annotated = Image.open(manifest["annotated_grid"])
+    assert annotated.size[0] >= 2 * 128  # upscaled cells with captions
+
+
+def test_unknown_classifier_set_exits_3(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENCBM_HOME", str(tmp_path / "home"))
+    path = _toy_like(tmp_path)
+    result = CliRunner().invoke(app, ["generate", "--gen", str(path), "--seeds", "0", "--out", str(tmp_path / "o"), "--classifiers", "no-such-set"])
+    assert result.exit_code == 3
+    assert "no-such-set" in result.stderr
