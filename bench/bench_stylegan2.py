@@ -11,6 +11,9 @@ Paths:
 - auto:    the default, which on CPU modulates activations (one shared-weight convolution) when the
   batch has more than one sample, and uses the grouped convolution for a single sample.
 
+Baseline "as NVIDIA's reference runs": --paths grouped --allocator default. gencbm's default:
+--paths auto --allocator tuned.
+
 Each measurement runs once to warm up, then `--repeats` times; the median is reported.
 
     .venv/bin/python bench/bench_stylegan2.py
@@ -144,8 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resolution", type=int, default=256, help="image resolution (default: 256 -> 14 ws)")
     ap.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS), help="modulated-convolution paths to time")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    ap.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
+                    help="tuned: raise glibc's mmap/trim thresholds as load_generator does (engine/cpu.py); "
+                         "default: glibc as it comes (as NVIDIA's code runs)")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = ap.parse_args(argv)
+    if args.allocator == "tuned":
+        from engine.cpu import tune_allocator
+
+        tune_allocator()
     if args.repeats < 1 or any(b < 1 for b in args.batch_sizes) or args.backward_batch < 0:
         ap.error("--repeats and --batch-sizes must be >= 1, --backward-batch >= 0")
     if args.threads is not None:
@@ -162,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "num_ws": g.num_ws,
         "params": n_params,
         "repeats": args.repeats,
+        "allocator": args.allocator,
     }
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
     log(f"StyleGAN2 {args.resolution}px, {n_params / 1e6:.1f} M params, {g.num_ws} ws, {info['threads']} threads, torch {torch.__version__}")

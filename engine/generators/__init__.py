@@ -141,6 +141,9 @@ def load_generator(
     """A frozen StyleGAN2 generator in eval mode, with .z_dim .c_dim .w_dim .num_ws .img_resolution
     .img_channels, .mapping(z, c, truncation_psi, truncation_cutoff) -> [B, num_ws, w_dim] and
     .synthesis(ws, noise_mode) -> [B, C, H, W] in [-1, 1]."""
+    from engine.cpu import tune_allocator
+
+    tune_allocator()  # large activations are reused instead of re-faulted on every layer (engine/cpu.py)
     path = resolve_generator_path(name_or_path)
     with open(path, "rb") as f:
         head = f.read(8)
