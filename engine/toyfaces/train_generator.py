@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concept-weight", type=float, default=0.1)
     ap.add_argument("--ema", type=float, default=0.998)
     ap.add_argument("--max-minutes", type=float, default=None, help="stop early after this long (checkpoint kept)")
+    ap.add_argument("--stop-after", type=int, default=None, help="stop after this many steps of the --steps schedule (reproduces a run stopped by --max-minutes)")
     ap.add_argument("--checkpoint-every", type=int, default=250)
     ap.add_argument("--threads", default="auto", help="torch threads, or 'auto': 2 when the machine is idle, else 1")
     ap.add_argument("--out", type=Path, required=True)
@@ -119,9 +120,11 @@ def main(argv: list[str] | None = None) -> int:
             set_threads()
         if step % 50 == 0 or step == args.steps - 1:
             log(json.dumps({"step": step, "lr": round(lr, 6), "l1": round(l1.item(), 4), "concept_bce": round(concept.item(), 4), "elapsed_min": round((time.time() - t0) / 60, 2)}))
-        done = step == args.steps - 1 or (args.max_minutes is not None and time.time() - t0 > args.max_minutes * 60)
+        done = (step == args.steps - 1 or (args.max_minutes is not None and time.time() - t0 > args.max_minutes * 60)
+                or (args.stop_after is not None and step + 1 >= args.stop_after))
         if (step + 1) % args.checkpoint_every == 0 or done:
-            save_generator(G_ema, args.out, source=f"engine.toyfaces.train_generator seed={args.seed} step={step + 1}")
+            save_generator(G_ema, args.out, source=f"python -m engine.toyfaces.train_generator --seed {args.seed} --steps {args.steps} --stop-after {step + 1}",
+                           extra={"world": world.config.to_json(), "train_steps": step + 1})
         if done:
             break
     log(json.dumps({"finished_steps": step + 1, "minutes": round((time.time() - t0) / 60, 2), "out": str(args.out)}))
