@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop-after", type=int, default=None, help="stop after this many steps of the --steps schedule (reproduces a run stopped by --max-minutes)")
     ap.add_argument("--checkpoint-every", type=int, default=250)
     ap.add_argument("--threads", default="auto", help="torch threads, or 'auto': 2 when the machine is idle, else 1")
+    ap.add_argument("--init-from", type=Path, default=None, help="start from these generator weights (continue an earlier run)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     import os
@@ -93,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     teacher = train_teacher(world, args.teacher_steps, 64, args.seed, log)
     G = build_toy_generator(args.seed).train()
+    if args.init_from is not None:
+        from engine.generators import load_generator
+
+        G.load_state_dict(load_generator(args.init_from, use_cache=False).state_dict())
+        log(json.dumps({"init_from": str(args.init_from)}))
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(args.seed + 2)
@@ -123,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         done = (step == args.steps - 1 or (args.max_minutes is not None and time.time() - t0 > args.max_minutes * 60)
                 or (args.stop_after is not None and step + 1 >= args.stop_after))
         if (step + 1) % args.checkpoint_every == 0 or done:
-            save_generator(G_ema, args.out, source=f"python -m engine.toyfaces.train_generator --seed {args.seed} --steps {args.steps} --stop-after {step + 1}",
+            init = f" --init-from {args.init_from.name}" if args.init_from is not None else ""
+            save_generator(G_ema, args.out, source=f"python -m engine.toyfaces.train_generator --seed {args.seed} --steps {args.steps} --stop-after {step + 1}{init}",
                            extra={"world": world.config.to_json(), "train_steps": step + 1})
         if done:
             break
