@@ -10,6 +10,11 @@ import os
 import sys
 from pathlib import Path
 
+import tempfile
+
+# Tests never touch the user's artifact store: an empty one per run unless a test sets its own.
+os.environ["GENCBM_HOME"] = tempfile.mkdtemp(prefix="gencbm-test-home-")
+
 # Tiny test models gain nothing from intra-op threads; on 2 cores OpenMP barriers make them much slower.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
