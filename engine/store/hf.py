@@ -47,6 +47,17 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
             enable_progress_bars()
 
 
+def hub_cache_dir() -> str:
+    """The hub cache as the environment says now (huggingface_hub reads HF_HOME once, at import)."""
+    import os
+
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return explicit
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    return os.path.join(home, "hub")
+
+
 def snapshot(
     repo: str,  # e.g. "google/ddpm-celebahq-256"
     revision: str,  # branch, tag or commit
@@ -64,7 +75,8 @@ def snapshot(
     label = name or repo
     try:
         with _progress_bars(show_progress):
-            folder = snapshot_download(repo_id=repo, revision=revision, allow_patterns=patterns, local_files_only=local_only)
+            folder = snapshot_download(repo_id=repo, revision=revision, allow_patterns=patterns, local_files_only=local_only,
+                                       cache_dir=hub_cache_dir())
     except (_hub_error("GatedRepoError"), _hub_error("RepositoryNotFoundError"), _hub_error("RevisionNotFoundError")) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ArtifactMissingError(

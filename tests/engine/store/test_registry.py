@@ -105,7 +105,7 @@ def test_extra_registry_file_adds_and_overrides(tmp_path, monkeypatch):
     reg = load_registry()
     assert reg.get("my-gen").file == "my.pkl"
     assert reg.get("stylegan2-celebahq-256").file == "x.pkl"
-    assert len(reg) == 31
+    assert len(reg) == 32
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -1,0 +1,1 @@
+"""Pseudo-label sources M for bottleneck training: supervised classifiers, CLIP zero-shot, TIP-Adapter."""
