@@ -38,3 +38,9 @@ class OpBuildError(GencbmError):
     """A CUDA op could not be built or loaded."""
 
     exit_code = 1
+
+
+class Interrupted(GencbmError):
+    """Stopped by SIGINT/SIGTERM after saving what could be saved (exit code 130)."""
+
+    exit_code = 130

@@ -121,14 +121,16 @@ def command(func: F) -> F:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr with rate and ETA; yields update(done, total).
+def progress_bar(description: str, total: int) -> Iterator[Callable[..., None]]:
+    """A rich progress bar on stderr with rate and ETA; yields update(done, total, status="").
+
+    `status` is shown after the ETA (e.g. the latest losses of a training run).
 
     The bar appears on the first update (so nothing is drawn while a model loads or when the
     command fails before starting) and is silent with --quiet.
     """
     if settings.quiet:
-        yield lambda done, tot: None
+        yield lambda done, tot, status="": None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.text import Text
@@ -139,16 +141,16 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int, int], 
 
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
         console=stderr_console(), transient=False,
     )
     state: dict[str, Any] = {}
 
-    def update(done: int, tot: int) -> None:
+    def update(done: int, tot: int, status: str = "") -> None:
         if "task" not in state:
             progress.start()
-            state["task"] = progress.add_task(description, total=tot)
-        progress.update(state["task"], completed=done, total=tot)
+            state["task"] = progress.add_task(description, total=tot, status=status)
+        progress.update(state["task"], completed=done, total=tot, status=status)
 
     try:
         yield update
