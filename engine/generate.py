@@ -26,6 +26,10 @@ class GenerateConfig:
     device: str = "auto"  # auto | cpu | cuda[:N]
     pickle_key: str = "G_ema"  # network to load from an NVIDIA pickle
     classifiers: tuple[str, ...] = ()  # classifier sets (names or folders) whose predictions join the manifest
+    cbae: str | None = None  # a CB-AE whose concept probabilities (from its encoder on w) join the manifest
+    cc: str | None = None  # a CC, likewise
+    config: str | None = None  # the original YAML of an original-format --cbae / --cc
+    force: bool = False  # use a bottleneck trained for another generator anyway
 
 
 @dataclass
@@ -47,7 +51,9 @@ def _caption(entry: dict) -> list[str]:
     truth = entry.get("ground_truth", {})
     for concept in list(preds) or list(truth):
         short = concept.replace("_", "")[:10]
-        p = f" {preds[concept]:.2f}" if concept in preds else ""
+        value = preds.get(concept)
+        value = max(value) if isinstance(value, list) else value
+        p = f" {value:.2f}" if value is not None else ""
         t = f" gt{truth[concept]}" if concept in truth else ""
         lines.append(f"{short}{p}{t}")
     return lines
@@ -97,11 +103,20 @@ def generate(config: GenerateConfig, progress: Callable[[int, int], None] | None
         },
     )
     classifier_sets = {}
+    from engine.classifiers.concept import predict_proba
+
     if config.classifiers:
-        from engine.classifiers.concept import predict_proba
         from engine.classifiers.io import load_classifier_set
 
         classifier_sets = {name: load_classifier_set(name, device=device) for name in config.classifiers}
+    bottleneck = None
+    if config.cbae or config.cc:
+        from engine.intervene import open_bottleneck
+
+        bottleneck, _, where = open_bottleneck(config.gen, config.cbae, config.cc, config.config, G.num_ws, device, config.force)
+        if (bottleneck.num_ws, bottleneck.w_dim) != (G.num_ws, G.w_dim):
+            raise UsageError(f"the bottleneck expects latents [{bottleneck.num_ws}, {bottleneck.w_dim}] but the generator makes [{G.num_ws}, {G.w_dim}]")
+        result.settings["bottleneck"] = where
     world = None
     world_meta = (getattr(G, "gencbm_meta", None) or {}).get("world")
     if world_meta is not None:  # a toyfaces generator: its z decides the ground-truth concepts
@@ -119,17 +134,25 @@ def generate(config: GenerateConfig, progress: Callable[[int, int], None] | None
             z = z_from_seeds(batch, G.z_dim).to(device)
             c = one_hot(config.class_idx, G.c_dim, len(batch))
             c = c.to(device) if c is not None else None
-            img = G(z, c, truncation_psi=config.truncation_psi, truncation_cutoff=config.truncation_cutoff, noise_mode=config.noise_mode)
+            ws = G.mapping(z, c, truncation_psi=config.truncation_psi, truncation_cutoff=config.truncation_cutoff)
+            img = G.synthesis(ws, noise_mode=config.noise_mode)
             truth = world.factors(z.cpu())[0].tolist() if world is not None else None
-            preds = {name: {concept: predict_proba(clf, img).tolist() for concept, (clf, _) in cset.items()}
-                     for name, cset in classifier_sets.items()}
+            preds = {}
+            if bottleneck is not None:  # the bottleneck explains the image: its encoder's reading of w
+                from engine.intervene import _probs_of_one
+
+                per_image = _probs_of_one(bottleneck, bottleneck.enc(ws))
+                preds[bottleneck.kind] = {concept: [p[concept] for p in per_image] for concept in bottleneck.spec.names}
+            preds.update({name: {concept: predict_proba(clf, img).tolist() for concept, (clf, _) in cset.items()}
+                          for name, cset in classifier_sets.items()})
             for i, (seed, arr) in enumerate(zip(batch, to_uint8(img))):
                 path = save_png(arr, out_dir / f"seed{seed:04d}.png")
                 entry = {"seed": seed, "path": str(path)}
                 if truth is not None:
                     entry["ground_truth"] = dict(zip(CONCEPTS, truth[i]))
                 if preds:
-                    entry["predictions"] = {name: {c: round(p[i], 4) for c, p in by_concept.items()} for name, by_concept in preds.items()}
+                    entry["predictions"] = {name: {c: (round(p[i], 4) if isinstance(p[i], float) else p[i]) for c, p in by_concept.items()}
+                                            for name, by_concept in preds.items()}
                 result.images.append(entry)
                 if config.grid:
                     arrays.append(arr)
@@ -137,7 +160,7 @@ def generate(config: GenerateConfig, progress: Callable[[int, int], None] | None
                 progress(min(start + len(batch), total), total)
     if config.grid:
         result.grid = str(save_png(make_grid(arrays), out_dir / "grid.png"))
-        if classifier_sets or world is not None:
+        if classifier_sets or world is not None or bottleneck is not None:
             from engine.images import annotated_grid
 
             captions = [_caption(entry) for entry in result.images]

@@ -36,6 +36,10 @@ def generate(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
     pickle_key: Annotated[str, typer.Option("--pickle-key", help="Network to read from an NVIDIA pickle (G_ema, G).")] = "G_ema",
     classifiers: Annotated[Optional[List[str]], typer.Option("--classifiers", help="Classifier set (name or folder) whose predictions join the manifest and an annotated grid; repeatable.")] = None,
+    cbae: Annotated[Optional[str], typer.Option("--cbae", help="CB-AE whose concept probabilities explain each image (manifest and annotated grid).")] = None,
+    cc: Annotated[Optional[str], typer.Option("--cc", help="CC whose concept probabilities explain each image.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="The original YAML config of an original --cbae/--cc checkpoint.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Use a bottleneck trained for another generator anyway.")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -52,6 +56,7 @@ def generate(
         gen=gen, seeds=tuple(parse_seeds(seeds)), out_dir=out, class_idx=class_idx, truncation_psi=trunc,
         truncation_cutoff=trunc_cutoff, noise_mode=noise_mode, grid=grid, batch_size=batch_size,
         device=device, pickle_key=pickle_key, classifiers=tuple(classifiers or ()),
+        cbae=cbae, cc=cc, config=str(config) if config else None, force=force,
     )
     with progress_bar("generating", len(config.seeds)) as update:
         result = run_generate(config, progress=update)
@@ -62,4 +67,6 @@ def generate(
         typer.echo(image["path"])
     if result.grid:
         typer.echo(result.grid)
+    if result.settings.get("annotated_grid"):
+        typer.echo(result.settings["annotated_grid"])
     info(f"{len(result.images)} image(s) in {out}")

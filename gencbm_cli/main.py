@@ -12,6 +12,8 @@ from gencbm_cli.completion import completion
 from gencbm_cli.doctor import doctor
 from gencbm_cli.download import download
 from gencbm_cli.generate import generate
+from gencbm_cli.intervene import intervene
+from gencbm_cli.train_bottleneck import train_cbae, train_cc
 from gencbm_cli.train_classifier import train_classifier
 
 # Register typer's shell-completion handlers (complete_bash, complete_zsh, complete_fish), which
@@ -50,6 +52,9 @@ app.command("doctor")(doctor)
 app.command("completion")(completion)
 app.command("download")(download)
 app.command("train-classifier")(train_classifier)
+app.command("train-cbae")(train_cbae)
+app.command("train-cc")(train_cc)
+app.command("intervene")(intervene)
 
 
 def run() -> None:
