@@ -12,6 +12,7 @@ from gencbm_cli.completion import completion
 from gencbm_cli.doctor import doctor
 from gencbm_cli.download import download
 from gencbm_cli.generate import generate
+from gencbm_cli.evaluate import evaluate_app
 from gencbm_cli.intervene import intervene
 from gencbm_cli.train_bottleneck import train_cbae, train_cc
 from gencbm_cli.train_classifier import train_classifier
@@ -55,6 +56,7 @@ app.command("train-classifier")(train_classifier)
 app.command("train-cbae")(train_cbae)
 app.command("train-cc")(train_cc)
 app.command("intervene")(intervene)
+app.add_typer(evaluate_app, name="evaluate")
 
 
 def run() -> None:

@@ -15,6 +15,7 @@ the same latents for a given seed; memory stays constant in N (batches are reduc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -107,3 +108,182 @@ def evaluate_row(
         mean_side_effect=sum(side.values()) / len(side) if side else 0.0, mean_pixel_change=pixel_sum / samples,
     )
     return row, examples
+
+
+# ------------------------------------------------------------------------------------------------
+# The whole table: `gencbm evaluate steerability`.
+
+METHODS = ("swap", "optimize", "interfacegan")
+
+
+@dataclass(frozen=True)
+class SteerabilityConfig:
+    gen: str = "toyfaces"  # generator
+    cbae: str | None = None  # CB-AE (default on toyfaces: the built-in one)
+    cc: str | None = None  # CC instead of a CB-AE
+    config: str | None = None  # the original YAML of an original checkpoint
+    classifiers: str | None = None  # the evaluator (default on toyfaces: oracle)
+    concepts: tuple[str, ...] = ("all",)  # concepts to edit; ("all",): every concept the editor and the evaluator share
+    values: tuple[int, ...] = (0, 1)  # target values per concept
+    method: str = "optimize"  # swap | optimize | interfacegan
+    settings: Any = None  # EditSettings for swap/optimize (method is overridden by `method`); None: defaults
+    fit_classifiers: str | None = None  # interfacegan: labeler for the boundaries (default: the bottleneck's pseudo-labeler set)
+    fit_samples: int = 2000  # interfacegan: labelled latents per fit
+    margin: float = 1.0  # interfacegan: target distance beyond the boundary, in projection stds
+    strength: float | None = None  # interfacegan: fixed move in projection stds instead of crossing
+    samples: int = 200  # samples per (concept, value) row
+    batch_size: int = 50
+    seed: int = 0
+    truncation_psi: float = 1.0
+    out_dir: str | None = None  # grids of successful and failed edits per row
+    examples: int = 8  # images per grid
+    device: str = "auto"
+    force: bool = False
+
+
+def _settings(cfg: SteerabilityConfig, model):
+    from dataclasses import replace as _replace
+
+    from engine.bottleneck.interventions import EditSettings
+
+    s = cfg.settings or EditSettings()
+    if cfg.method in ("swap", "optimize"):
+        s = _replace(s, method=cfg.method)
+    return s
+
+
+def evaluate_steerability(cfg: SteerabilityConfig, progress: Callable[[int, int], None] | None = None,
+                          log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    from engine.bottleneck.interventions import edit_latent, reference_latent
+    from engine.classifiers.io import load_classifier_set
+    from engine.concepts import match_concept
+    from engine.device import resolve_device
+    from engine.generators.latent import generator_identity_of, open_generator
+    from engine.intervene import open_bottleneck
+
+    if cfg.method not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)} (got {cfg.method!r})")
+    if cfg.samples < 1 or cfg.batch_size < 1:
+        raise UsageError("--samples and --batch-size must be at least 1")
+    if any(v not in (0, 1) for v in cfg.values) or not cfg.values:
+        raise UsageError("--value must be 0, 1 or both")
+    note = log or (lambda m: None)
+    device = resolve_device(cfg.device)
+    lg = open_generator(cfg.gen, device=device, truncation_psi=cfg.truncation_psi)
+    toy = lg.world is not None
+    model = meta = where = None
+    if cfg.method != "interfacegan" or cfg.cbae or cfg.cc or toy:
+        model, meta, where = open_bottleneck(cfg.gen, cfg.cbae, cfg.cc, cfg.config, lg.num_ws, device, cfg.force)
+    evaluator_name = cfg.classifiers or ("oracle" if toy else None)
+    if evaluator_name is None:
+        raise UsageError("pass --classifiers with the evaluation classifiers (e.g. classifiers-celebahq-vitl16)")
+    evaluator = load_classifier_set(evaluator_name, device=device)
+    editor_names = list(model.spec.names) if model is not None else list(evaluator)
+    if cfg.concepts == ("all",) or not cfg.concepts:
+        names = [n for n in editor_names if _find(n, evaluator) is not None]
+        if not names:
+            raise UsageError(f"the evaluator {evaluator_name} judges none of the concepts {', '.join(editor_names)}")
+    else:
+        names = [match_concept(c, editor_names) for c in cfg.concepts]
+    eval_of = {n: _find(n, evaluator) or match_concept(n, list(evaluator), what=f"concept of the evaluator {evaluator_name}") for n in names}
+
+    settings = _settings(cfg, model) if cfg.method != "interfacegan" else None
+    if settings is not None:
+        settings.check(model.kind)
+    sample_latents = lambda n, gen: lg.g1(lg.sample_z(n, gen))  # noqa: E731
+    boundaries = None
+    if cfg.method == "interfacegan":
+        fit_name = cfg.fit_classifiers or ((meta or {}).get("training") or {}).get("labeler", {}).get("classifiers") or ("toyfaces-pseudo" if toy else None)
+        if fit_name is None:
+            raise UsageError("interfacegan needs labels to fit its boundaries: pass --fit-classifiers (e.g. the pseudo-labeler's set)")
+        from engine.classifiers.io import load_classifier_set as _load
+        from engine.evaluate.interfacegan import fit_boundaries
+
+        fitter = _load(fit_name, device=device)
+        fit_of = {n: match_concept(n, list(fitter), what=f"concept of {fit_name}") for n in names}
+
+        def labels_of(images):
+            return torch.stack([fitter[fit_of[n]][0](images).argmax(dim=1) for n in names], dim=1)
+
+        ident = generator_identity_of(cfg.gen)
+        key = {"generator": ident.to_json(), "labeler": str(fit_name), "truncation_psi": cfg.truncation_psi}
+        boundaries, cached = fit_boundaries(names, sample_latents=sample_latents, g2=lg.g2, labels_of=labels_of,
+                                            fit_samples=cfg.fit_samples, batch_size=cfg.batch_size, seed=cfg.seed + 7919, cache_key=key)
+        note(f"interfacegan boundaries {'from the cache' if cached else 'fitted'}: training accuracy "
+             + ", ".join(f"{n} {a:.2f}" for n, a in zip(names, boundaries.accuracy)))
+
+    rows = []
+    total = len(names) * len(cfg.values) * cfg.samples
+    done_rows = 0
+    grids = []
+    for ci, name in enumerate(names):
+        for v in cfg.values:
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2 * ci + v)
+            if cfg.method == "interfacegan":
+                k = names.index(name)
+                reference = lambda w: w  # noqa: E731
+                edit = lambda w, k=k, v=v: boundaries.edit(w, k, v, cfg.margin, cfg.strength)  # noqa: E731
+            else:
+                k = model.spec.index(name)
+                on_latent = model.kind == "cc" or (settings.method == "optimize" and settings.on == "latent")
+                reference = (lambda w: w) if on_latent else (lambda w: reference_latent(model, w))
+                edit = lambda w, k=k, v=v: edit_latent(model, w, [(k, v)], settings)  # noqa: E731
+            base = done_rows * cfg.samples
+            row, examples = evaluate_row(
+                eval_of[name], v, sample_latents=sample_latents, reference=reference, edit=edit, g2=lg.g2, evaluator=evaluator,
+                samples=cfg.samples, batch_size=cfg.batch_size, generator=gen,
+                on_batch=(lambda d, base=base: progress(base + d, total)) if progress else None,
+                keep_examples=cfg.examples if cfg.out_dir else 0,
+            )
+            row.concept = name
+            rows.append(row)
+            done_rows += 1
+            if cfg.out_dir and examples:
+                grids += _save_examples(Path(cfg.out_dir), name, v, examples)
+    steer = [r.steerability for r in rows if r.steerability is not None]
+    return {
+        "generator": cfg.gen,
+        "bottleneck": where if cfg.method != "interfacegan" else None,
+        "method": cfg.method,
+        "settings": ({"eps": settings.eps, "iters": settings.iters, "alpha": settings.alpha, "on": settings.on, "stop_at": settings.stop_at}
+                     if settings is not None and settings.method == "optimize" else
+                     {"alpha": settings.alpha} if settings is not None else
+                     {"fit_samples": cfg.fit_samples, "margin": cfg.margin, "strength": cfg.strength}),
+        "evaluator": evaluator_name,
+        "samples": cfg.samples,
+        "seed": cfg.seed,
+        "rows": [r.to_json() for r in rows],
+        "mean_steerability": round(sum(steer) / len(steer), 4) if steer else None,
+        "mean_side_effect": round(sum(r.mean_side_effect for r in rows) / len(rows), 4),
+        "mean_negative_rate": _mean([r.negative_rate for r in rows]),
+        "grids": grids,
+    }
+
+
+def _mean(values):
+    vals = [v for v in values if v is not None]
+    return round(sum(vals) / len(vals), 4) if vals else None
+
+
+def _find(name: str, evaluator: dict) -> str | None:
+    from engine.concepts import normalize_concept_name
+
+    key = normalize_concept_name(name)
+    for c in evaluator:
+        if normalize_concept_name(c) == key:
+            return c
+    return None
+
+
+def _save_examples(out: Path, concept: str, value: int, examples) -> list[str]:
+    from engine.images import annotated_grid, save_png, to_uint8
+
+    paths = []
+    for label, want in (("success", True), ("failure", False)):
+        chosen = [(r, e) for r, e, ok in examples if ok == want]
+        if not chosen:
+            continue
+        arrays = list(to_uint8(torch.stack([r for r, _ in chosen]))) + list(to_uint8(torch.stack([e for _, e in chosen])))
+        captions = [["reference"]] * len(chosen) + [[f"{concept[:12]}={value}"]] * len(chosen)
+        paths.append(str(save_png(annotated_grid(arrays, captions, cols=len(chosen)), out / f"{concept}-{value}-{label}.png")))
+    return paths
