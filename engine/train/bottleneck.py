@@ -32,6 +32,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from engine.bottleneck.modules import swap_logits
 from engine.errors import Interrupted, UsageError
 from engine.pseudolabel.factory import LabelerConfig
 
@@ -137,6 +138,57 @@ def concept_loss(logits: torch.Tensor, spec, labels: torch.Tensor, probs: torch.
     return total, used
 
 
+def train_step(model, lg, labeler, opt, opt_int, zgen: torch.Generator, batch_size: int,
+               threshold: float) -> tuple[dict[str, float], torch.Tensor]:
+    """One optimisation step (two for a CB-AE: reconstruction + concepts, then the intervention).
+    Returns (metrics, the encoder's agreement with the pseudo-labels per concept [K])."""
+    spec = model.spec
+    z = lg.sample_z(batch_size, zgen)
+    with torch.no_grad():
+        w = lg.g1(z)  # [B, num_ws, w_dim]
+        x = lg.g2(w)  # [B, C, R, R]
+        probs, labels = labeler.label(x)  # [B, K] each
+    logits = model.enc(w)
+    l_concept, used = concept_loss(logits, spec, labels, probs, threshold)
+    m: dict[str, float] = {}
+    if model.kind == "cbae":
+        w_rec = model.dec(logits)
+        l_lat = F.mse_loss(w_rec, w)
+        l_img = F.mse_loss(lg.g2(w_rec), x)
+        loss = l_lat + l_img + (l_concept if l_concept is not None else 0.0)
+        m.update(latent_mse=float(l_lat.detach()), image_mse=float(l_img.detach()))
+    else:
+        loss = l_concept
+    if loss is not None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    m["concept_ce"] = float(l_concept.detach()) if l_concept is not None else float("nan")
+    m["pseudo_labels_used"] = sum(used) / len(used)
+    with torch.no_grad():
+        pred = torch.stack([logits[:, spec.group(k)].argmax(dim=1) for k in range(len(spec.names))], dim=1)
+        batch_agree = (pred == labels).float().mean(dim=0).cpu()
+    if opt_int is not None:
+        k = int(torch.randint(len(spec.names), (1,), generator=zgen))
+        v = int(torch.randint(spec.sizes[k], (1,), generator=zgen))
+        with torch.no_grad():
+            swapped = swap_logits(model.enc(w), spec, k, v)
+            target = labels.clone()
+            target[:, k] = v
+        w_int = model.dec(swapped)
+        x_int = lg.g2(w_int)
+        pl_logits = labeler.logits(x_int)
+        l_pl = sum(F.cross_entropy(pl_logits[j], target[:, j]) for j in range(len(spec.names)))
+        re = model.enc(w_int)
+        l_enc = sum(F.cross_entropy(re[:, spec.group(j)], target[:, j]) for j in range(len(spec.names)))
+        l_int = l_pl + l_enc
+        opt_int.zero_grad(set_to_none=True)
+        l_int.backward()
+        opt_int.step()
+        m.update(intervention_pl_ce=float(l_pl.detach()), intervention_enc_ce=float(l_enc.detach()))
+    return m, batch_agree
+
+
 def _resolve_concepts(cfg: TrainBottleneckConfig, original, world) -> list[str] | None:
     """Concept names to ask the labeler for; None: the whole classifier set."""
     if cfg.concepts:
@@ -197,7 +249,6 @@ def train_bottleneck(
 
     SIGINT/SIGTERM save a checkpoint and the resume state, then raise Interrupted (exit 130)."""
     from engine.bottleneck.io import build, read_original_config, save_bottleneck
-    from engine.bottleneck.modules import swap_logits
     from engine.bottleneck.spec import ConceptSpec
     from engine.device import resolve_device
     from engine.generators.latent import generator_identity_of, open_generator
@@ -291,50 +342,8 @@ def train_bottleneck(
         if progress is not None:
             progress(step, cfg.steps, last)
         while step < cfg.steps:
-            z = lg.sample_z(cfg.batch_size, zgen)
-            with torch.no_grad():
-                w = lg.g1(z)  # [B, num_ws, w_dim]
-                x = lg.g2(w)  # [B, C, R, R]
-                probs, labels = labeler.label(x)  # [B, K] each
-            logits = model.enc(w)
-            l_concept, used = concept_loss(logits, spec, labels, probs, cfg.threshold)
-            m: dict[str, float] = {}
-            if cfg.kind == "cbae":
-                w_rec = model.dec(logits)
-                l_lat = F.mse_loss(w_rec, w)
-                l_img = F.mse_loss(lg.g2(w_rec), x)
-                loss = l_lat + l_img + (l_concept if l_concept is not None else 0.0)
-                m.update(latent_mse=float(l_lat.detach()), image_mse=float(l_img.detach()))
-            else:
-                loss = l_concept
-            if loss is not None:
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            m["concept_ce"] = float(l_concept.detach()) if l_concept is not None else float("nan")
-            m["pseudo_labels_used"] = sum(used) / len(used)
-            with torch.no_grad():
-                pred = torch.stack([logits[:, spec.group(k)].argmax(dim=1) for k in range(len(spec.names))], dim=1)
-                batch_agree = (pred == labels).float().mean(dim=0).cpu()
-                agreement = batch_agree if agreement is None else 0.98 * agreement + 0.02 * batch_agree
-            if opt_int is not None:
-                k = int(torch.randint(len(spec.names), (1,), generator=zgen))
-                v = int(torch.randint(spec.sizes[k], (1,), generator=zgen))
-                with torch.no_grad():
-                    swapped = swap_logits(model.enc(w), spec, k, v)
-                    target = labels.clone()
-                    target[:, k] = v
-                w_int = model.dec(swapped)
-                x_int = lg.g2(w_int)
-                pl_logits = labeler.logits(x_int)
-                l_pl = sum(F.cross_entropy(pl_logits[j], target[:, j]) for j in range(len(spec.names)))
-                re = model.enc(w_int)
-                l_enc = sum(F.cross_entropy(re[:, spec.group(j)], target[:, j]) for j in range(len(spec.names)))
-                l_int = l_pl + l_enc
-                opt_int.zero_grad(set_to_none=True)
-                l_int.backward()
-                opt_int.step()
-                m.update(intervention_pl_ce=float(l_pl.detach()), intervention_enc_ce=float(l_enc.detach()))
+            m, batch_agree = train_step(model, lg, labeler, opt, opt_int, zgen, cfg.batch_size, cfg.threshold)
+            agreement = batch_agree if agreement is None else 0.98 * agreement + 0.02 * batch_agree
             step += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
                 last = {"step": step, **{k: round(v, 6) for k, v in m.items()}, "seconds": round(time.time() - t0, 2)}
