@@ -79,6 +79,7 @@ def train_classifier(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (or FILE.safetensors for one concept); default classifiers/DATASET_ARCH.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, shuffling and flips.")] = 0,
     width: Annotated[Optional[int], typer.Option("--width", min=1, help="small-cnn only: channels of the first stage (default 32).")] = None,
+    blur_prob: Annotated[float, typer.Option("--blur-prob", min=0.0, max=1.0, help="Share of training images blurred (Gaussian, sigma 0.3-1.2 px), for robustness to soft generated images.")] = 0.0,
     export_original: Annotated[bool, typer.Option("--export-original", help="Also write {dataset}_{Concept}_{arch}_conclsf.pth (the original project's format).")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -100,7 +101,7 @@ def train_classifier(
         dataset=dataset, data_root=str(data_root) if data_root is not None else None, concepts=names,
         arch=arch or DEFAULT_ARCH[dataset], init=init or "auto", epochs=epochs, batch_size=batch_size, lr=lr,
         optimizer=optimizer, workers=workers, limit=limit, device=device, out=str(out) if out is not None else None, width=width,
-        seed=seed, export_original=export_original,
+        seed=seed, export_original=export_original, blur_prob=blur_prob,
     )
     bars = _Bars()
 

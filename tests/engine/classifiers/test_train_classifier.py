@@ -105,3 +105,17 @@ def test_real_format_dataset_trains_and_evaluates_on_the_originals_split(tmp_pat
         train_classifiers(_config(tmp_path, dataset="celeba64", data_root=str(tmp_path / "celeba"), concepts=("male",),
                                   limit=None, batch_size=2, workers=1))
     assert str(err.value).startswith("cannot read image") and "000002.jpg" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_random_blur_blurs_the_chosen_share_and_keeps_the_rest():
+    from engine.train.classifier import random_blur
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(64, 3, 9, 9)
+    x[:, :, 4, 4] = 1.0  # a single bright pixel per image
+    y = random_blur(x, 0.5, g)
+    blurred = (y[:, :, 4, 4] < 1.0).all(dim=1)
+    assert 16 < int(blurred.sum()) < 48
+    assert torch.equal(y[~blurred], x[~blurred])
+    assert torch.allclose(y[blurred].sum(dim=(2, 3)), torch.ones(int(blurred.sum()), 3), atol=1e-5)  # mass kept
+    assert torch.equal(random_blur(x, 0.0, g), x)
