@@ -36,9 +36,8 @@ def test_unknown_builtin_is_none():
 
 
 def test_builtin_toy_generator_draws_its_ground_truth():
-    """The oracle reads each toy image's ground-truth concepts back. The issue's target is 95% per
-    concept on 1,000 samples; the shipped generator is still training towards it, so this guards the
-    level it has reached (see engine/toyfaces/weights/README.json for the measured agreement)."""
+    """On 1,000 toy-generator samples the independent oracle reads back each image's ground-truth
+    concepts on at least 95% of images, for every concept (the world is sound)."""
     from engine.classifiers.concept import predict_proba
     from engine.classifiers.io import load_classifier_set
     from engine.generators import load_generator
@@ -48,10 +47,10 @@ def test_builtin_toy_generator_draws_its_ground_truth():
     assert (G.z_dim, G.img_resolution) == (32, 32)
     oracle = load_classifier_set("oracle")
     world = World()
-    z = z_from_seeds(range(10_000, 10_300), G.z_dim)
+    z = z_from_seeds(range(10_000, 11_000), G.z_dim)
     truth = world.factors(z)[0]
     with torch.no_grad():
-        images = torch.cat([G(z[i : i + 100], None, noise_mode="const") for i in range(0, 300, 100)])
+        images = torch.cat([G(z[i : i + 250], None, noise_mode="const") for i in range(0, 1000, 250)])
     for concept, (clf, _) in oracle.items():
-        agree = float(((predict_proba(clf, images, batch_size=300) > 0.5).long() == truth[:, CONCEPTS.index(concept)]).float().mean())
-        assert agree >= 0.8, f"{concept}: oracle agrees with ground truth on {agree:.1%}"
+        agree = float(((predict_proba(clf, images, batch_size=500) > 0.5).long() == truth[:, CONCEPTS.index(concept)]).float().mean())
+        assert agree >= 0.95, f"{concept}: oracle agrees with ground truth on {agree:.1%}"
