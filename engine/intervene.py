@@ -110,7 +110,8 @@ def intervene(config: InterveneConfig, progress: Callable[[int, int], None] | No
     model, meta, where = open_bottleneck(gen, config.cbae, config.cc, config.config, lg.num_ws, device, config.force)
     if (model.num_ws, model.w_dim) != lg.latent_shape:
         raise UsageError(f"the bottleneck expects latents [{model.num_ws}, {model.w_dim}] but {gen} makes {list(lg.latent_shape)}")
-    config.settings.check(model.kind)
+    settings = config.settings.resolved(meta)
+    settings.check(model.kind)
     spec = model.spec
     if not config.edits:
         raise UsageError(f"no edit given: pass --concept NAME --value V (concepts: {', '.join(spec.names)})")
@@ -136,7 +137,7 @@ def intervene(config: InterveneConfig, progress: Callable[[int, int], None] | No
         with torch.no_grad():
             w = lg.g1(z)
         w_ref = reference_latent(model, w)
-        w_edit = edit_latent(model, w, edits, config.settings)
+        w_edit = edit_latent(model, w, edits, settings)
         with torch.no_grad():
             imgs = {"orig": lg.g2(w), "recon": lg.g2(w_ref) if model.kind == "cbae" else None, "edit": lg.g2(w_edit)}
             if imgs["recon"] is None:
@@ -183,8 +184,8 @@ def intervene(config: InterveneConfig, progress: Callable[[int, int], None] | No
         edits=[{"concept": spec.names[k], "value": v} for k, v in edits], images=images, grid=str(grid_path),
         results=str(out_dir / "results.json"),
     )
-    doc = {**result.to_json(), "settings": {"eps": config.settings.eps, "iters": config.settings.iters, "alpha": config.settings.alpha,
-                                             "on": config.settings.on, "stop_at": config.settings.stop_at,
+    doc = {**result.to_json(), "settings": {"eps": settings.eps, "iters": settings.iters, "alpha": settings.alpha,
+                                             "on": settings.on, "stop_at": settings.stop_at,
                                              "truncation_psi": config.truncation_psi, "noise_mode": config.noise_mode}}
     from engine.store.atomic import atomic_write_bytes
 

@@ -21,7 +21,7 @@ def intervene(
     cc: Annotated[Optional[str], typer.Option("--cc", help="CC checkpoint: ours, the original's or a registry name.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="The original YAML config of an original checkpoint.")] = None,
     method: Annotated[str, typer.Option("--method", "-m", help="swap (CB-AE logit swap) or optimize (signed-gradient steps on the latent).")] = "swap",
-    eps: Annotated[float, typer.Option("--eps", help="optimize: L-inf radius of the latent perturbation.")] = 0.1,
+    eps: Annotated[Optional[float], typer.Option("--eps", help="optimize: L-inf radius of the latent perturbation (default: the bottleneck's recommendation, else 0.1).")] = None,
     iters: Annotated[int, typer.Option("--iters", min=1, help="optimize: signed-gradient steps.")] = 50,
     step: Annotated[Optional[float], typer.Option("--step", help="optimize: step size (default 2.5 * eps / iters).")] = None,
     stop_at: Annotated[float, typer.Option("--stop-at", help="optimize: stop a sample once every target has this probability (1: never stop early).")] = 0.99,

@@ -27,18 +27,30 @@ from engine.bottleneck.modules import Bottleneck, swap_logits
 from engine.errors import UsageError
 
 METHODS = ("swap", "optimize")
+DEFAULT_EPS = 0.1  # the original's radius (CelebA-HQ StyleGAN2 w)
 TARGETS = ("decoder", "latent")
 
 
 @dataclass(frozen=True)
 class EditSettings:
     method: str = "swap"  # swap (CB-AE) | optimize (CB-AE or CC)
-    eps: float = 0.1  # optimize: L-inf radius of the perturbation, in latent units
+    eps: float | None = None  # optimize: L-inf radius of the perturbation, in latent units; None: the bottleneck's recommendation, else 0.1
     iters: int = 50  # optimize: signed-gradient steps
     step: float | None = None  # optimize: step size; None: 2.5 * eps / iters
     stop_at: float = 0.99  # optimize: a sample stops once every target has at least this probability (1: never)
     on: str = "decoder"  # optimize with a CB-AE: "decoder" (edit = D(E(w + delta))) or "latent" (edit = w + delta)
     alpha: float = 1.0  # blend of the edited latent with the original (1: edit only)
+
+    def resolved(self, meta: dict | None) -> "EditSettings":
+        """eps=None filled in: the radius the bottleneck's checkpoint recommends (its "intervention"
+        entry, set with train-cbae/train-cc --intervention-eps: latent units differ between
+        generators), else DEFAULT_EPS, the original's."""
+        if self.eps is not None:
+            return self
+        from dataclasses import replace
+
+        rec = ((meta or {}).get("intervention") or {}).get("eps")
+        return replace(self, eps=float(rec) if rec else DEFAULT_EPS)
 
     def check(self, kind: str) -> None:
         if self.method not in METHODS:
@@ -47,7 +59,7 @@ class EditSettings:
             raise UsageError("--method swap needs a CB-AE (--cbae); a CC edits with --method optimize")
         if self.on not in TARGETS:
             raise UsageError(f"--optimize-on must be one of {', '.join(TARGETS)} (got {self.on!r})")
-        if not self.eps > 0:
+        if self.eps is None or not self.eps > 0:
             raise UsageError(f"--eps must be positive (got {self.eps})")
         if self.iters < 1:
             raise UsageError(f"--iters must be at least 1 (got {self.iters})")

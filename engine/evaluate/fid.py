@@ -789,7 +789,7 @@ class FidConfig:
     concept: str | None = None  # kind edit: the concept to set
     value: int | None = None  # kind edit: its target value
     method: str = "swap"  # kind edit: swap | optimize
-    eps: float = 0.1  # optimize: L-inf radius of the latent perturbation
+    eps: float | None = None  # optimize: L-inf radius of the latent perturbation (None: the bottleneck's recommendation, else 0.1)
     iters: int = 50  # optimize: signed-gradient steps
     alpha: float = 1.0  # blend of the edited latent with w (1: the edit alone)
     real: str | None = None  # folder of real images (recursive), or a .npz of statistics (ours or pytorch-fid's)
@@ -841,7 +841,7 @@ def evaluate_fid(cfg: FidConfig, progress: ProgressFn | None = None, inception: 
     _check_config(cfg)
     settings = EditSettings(method=cfg.method, eps=cfg.eps, iters=cfg.iters, alpha=cfg.alpha)
     if cfg.kind == "edit":
-        settings.check("cbae")
+        settings.resolved(None).check("cbae")
     device = resolve_device(cfg.device)
     net = inception if inception is not None else load_fid_inception(device)
     net.eval()
@@ -853,6 +853,7 @@ def evaluate_fid(cfg: FidConfig, progress: ProgressFn | None = None, inception: 
     edit_doc = None
     if cfg.kind != "base":
         model, _meta, where = open_bottleneck(cfg.gen, cfg.cbae, None, cfg.config, lg.num_ws, device, cfg.force)
+        settings = settings.resolved(_meta)
         if (model.num_ws, model.w_dim) != lg.latent_shape:
             raise UsageError(f"the bottleneck expects latents [{model.num_ws}, {model.w_dim}] but {cfg.gen} makes {list(lg.latent_shape)}")
         model.eval()

@@ -187,7 +187,7 @@ def evaluate_steerability(cfg: SteerabilityConfig, progress: Callable[[int, int]
         names = [match_concept(c, editor_names) for c in cfg.concepts]
     eval_of = {n: _find(n, evaluator) or match_concept(n, list(evaluator), what=f"concept of the evaluator {evaluator_name}") for n in names}
 
-    settings = _settings(cfg, model) if cfg.method != "interfacegan" else None
+    settings = _settings(cfg, model).resolved(meta) if cfg.method != "interfacegan" else None
     if settings is not None:
         settings.check(model.kind)
     sample_latents = lambda n, gen: lg.g1(lg.sample_z(n, gen))  # noqa: E731

@@ -65,6 +65,7 @@ class TrainBottleneckConfig:
     sample_every: int = 500  # steps between sanity-check grids (0: never)
     sample_count: int = 16  # images per grid (seeds 0..N-1)
     force: bool = False  # resume / load despite a generator mismatch
+    intervention_eps: float | None = None  # recommended --eps for optimize edits with this bottleneck, saved in the checkpoint
 
     def check(self) -> None:
         if self.kind not in KINDS:
@@ -82,6 +83,8 @@ class TrainBottleneckConfig:
             raise UsageError(f"--unknown-dims must be >= 0 (got {self.unknown_dims})")
         if self.hidden is not None and self.hidden < 1:
             raise UsageError(f"--hidden must be >= 1 (got {self.hidden})")
+        if self.intervention_eps is not None and not self.intervention_eps > 0:
+            raise UsageError(f"--intervention-eps must be positive (got {self.intervention_eps})")
         if self.resume and self.overwrite:
             raise UsageError("--resume and --overwrite exclude each other")
         self.labeler.check()
@@ -329,7 +332,8 @@ def train_bottleneck(
     def save() -> None:
         training = {**cfg.to_json(), "labeler": {**asdict(labeler_cfg), "prompts": list(labeler_cfg.prompts)},
                     "step": step, "pseudo_labeler": labeler.describe()}
-        save_bottleneck(files["checkpoint"], model, generator=gen_identity, training=training)
+        extra = {"intervention": {"eps": cfg.intervention_eps}} if cfg.intervention_eps is not None else None
+        save_bottleneck(files["checkpoint"], model, generator=gen_identity, training=training, extra=extra)
         state = {"step": step, "opt": opt.state_dict(), "zgen": zgen.get_state(), "torch_rng": torch.get_rng_state()}
         if opt_int is not None:
             state["opt_int"] = opt_int.state_dict()

@@ -127,3 +127,16 @@ def test_sigterm_saves_and_exits_130_then_resume_finishes(toy_gen, tmp_path):
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["resumed_from"] == step and doc["steps"] == step + 2
+
+
+def test_recommended_eps_travels_with_the_checkpoint(toy_gen, tmp_path):
+    from engine.bottleneck.interventions import EditSettings
+    from engine.bottleneck.io import load_bottleneck
+
+    train_bottleneck(_cfg(toy_gen, tmp_path / "e.safetensors", steps=1, sample_every=0, intervention_eps=0.25))
+    _, meta = load_bottleneck(tmp_path / "e.safetensors")
+    assert EditSettings().resolved(meta).eps == 0.25
+    assert EditSettings(eps=0.05).resolved(meta).eps == 0.05  # an explicit --eps wins
+    assert EditSettings().resolved({}).eps == 0.1  # the original's default
+    with pytest.raises(UsageError, match="--intervention-eps"):
+        train_bottleneck(_cfg(toy_gen, tmp_path / "f.safetensors", intervention_eps=-1.0))
