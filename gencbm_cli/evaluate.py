@@ -60,7 +60,7 @@ def steerability(
     iters: Annotated[int, typer.Option("--iters", min=1, help="optimize: signed-gradient steps.")] = 50,
     alpha: Annotated[float, typer.Option("--alpha", help="Blend of the edited latent with the original (1: edit only).")] = 1.0,
     optimize_on: Annotated[str, typer.Option("--optimize-on", help="optimize with a CB-AE: decoder or latent.")] = "decoder",
-    stop_at: Annotated[float, typer.Option("--stop-at", help="optimize: stop a sample once its targets reach this probability.")] = 0.99,
+    stop_at: Annotated[Optional[float], typer.Option("--stop-at", help="optimize: stop a sample once its targets reach this probability (1: never; default: the bottleneck's recommendation, else 0.99).")] = None,
     fit_classifiers: Annotated[Optional[str], typer.Option("--fit-classifiers", help="interfacegan: labels for fitting the boundaries (default: the bottleneck's pseudo-labeler set).")] = None,
     fit_samples: Annotated[int, typer.Option("--fit-samples", min=2, help="interfacegan: labelled latents per fit.")] = 2000,
     margin: Annotated[float, typer.Option("--margin", help="interfacegan: distance beyond the boundary, in projection stds.")] = 1.0,

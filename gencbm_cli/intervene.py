@@ -24,7 +24,7 @@ def intervene(
     eps: Annotated[Optional[float], typer.Option("--eps", help="optimize: L-inf radius of the latent perturbation (default: the bottleneck's recommendation, else 0.1).")] = None,
     iters: Annotated[int, typer.Option("--iters", min=1, help="optimize: signed-gradient steps.")] = 50,
     step: Annotated[Optional[float], typer.Option("--step", help="optimize: step size (default 2.5 * eps / iters).")] = None,
-    stop_at: Annotated[float, typer.Option("--stop-at", help="optimize: stop a sample once every target has this probability (1: never stop early).")] = 0.99,
+    stop_at: Annotated[Optional[float], typer.Option("--stop-at", help="optimize: stop a sample once every target has this probability (1: never stop early; default: the bottleneck's recommendation, else 0.99).")] = None,
     optimize_on: Annotated[str, typer.Option("--optimize-on", help="optimize with a CB-AE: decoder (edit D(E(w+d))) or latent (edit w+d).")] = "decoder",
     alpha: Annotated[float, typer.Option("--alpha", help="Blend of the edited latent with the original (1: edit only).")] = 1.0,
     seeds: Annotated[str, typer.Option("--seeds", "-s", callback=_seeds, help="Seeds, e.g. 0-7.")] = "0-7",

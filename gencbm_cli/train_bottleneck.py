@@ -42,6 +42,7 @@ ShotsOpt = Annotated[int, typer.Option("--tip-shots", min=1, help="tipzs: labell
 AlphaOpt = Annotated[float, typer.Option("--tip-alpha", help="tipzs: weight of the cache logits.")]
 BetaOpt = Annotated[float, typer.Option("--tip-beta", help="tipzs: sharpness of the cache affinities.")]
 InterventionEpsOpt = Annotated[Optional[float], typer.Option("--intervention-eps", help="Recommended --eps for optimize edits with this bottleneck (latent units differ between generators), saved in the checkpoint.")]
+InterventionStopOpt = Annotated[Optional[float], typer.Option("--intervention-stop-at", help="Recommended --stop-at for optimize edits with this bottleneck (1: never stop early), saved in the checkpoint.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Resume even if the generator differs from the one the run started with.")]
 
 
@@ -88,7 +89,7 @@ def _run(kind: str, **o) -> None:
         lr=o["lr"], betas=_betas(o["betas"]), threshold=o["threshold"], truncation_psi=o["trunc"], out=str(out),
         resume=o["resume"], overwrite=o["overwrite"], device=o["device"], seed=o["seed"], log_every=o["log_every"],
         checkpoint_every=o["checkpoint_every"], sample_every=o["sample_every"], force=o["force"],
-        intervention_eps=o["intervention_eps"],
+        intervention_eps=o["intervention_eps"], intervention_stop_at=o["intervention_stop_at"],
     )
     with progress_bar(f"train-{kind}", cfg.steps) as update:
         result = train_bottleneck(cfg, progress=lambda step, total, m: update(step, total, _fmt(m)), log=info)
@@ -107,7 +108,7 @@ def train_cbae(
     trunc: TruncOpt = 1.0, log_every: LogEveryOpt = 10, checkpoint_every: CkptEveryOpt = 250, sample_every: SampleEveryOpt = 500,
     clip_model: ClipModelOpt = "ViT-B-16", clip_pretrained: ClipPretrainedOpt = "openai", prompt: PromptOpt = None,
     tip_dataset: TipDatasetOpt = None, data_root: DataRootOpt = None, tip_shots: ShotsOpt = 128, tip_alpha: AlphaOpt = 1.0,
-    tip_beta: BetaOpt = 5.5, intervention_eps: InterventionEpsOpt = None, force: ForceOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+    tip_beta: BetaOpt = 5.5, intervention_eps: InterventionEpsOpt = None, intervention_stop_at: InterventionStopOpt = None, force: ForceOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Train a CB-AE (concept encoder + decoder) on a frozen generator; prints the checkpoint path."""
     apply_common(quiet, debug)
@@ -123,7 +124,7 @@ def train_cc(
     trunc: TruncOpt = 1.0, log_every: LogEveryOpt = 10, checkpoint_every: CkptEveryOpt = 250, sample_every: SampleEveryOpt = 500,
     clip_model: ClipModelOpt = "ViT-B-16", clip_pretrained: ClipPretrainedOpt = "openai", prompt: PromptOpt = None,
     tip_dataset: TipDatasetOpt = None, data_root: DataRootOpt = None, tip_shots: ShotsOpt = 128, tip_alpha: AlphaOpt = 1.0,
-    tip_beta: BetaOpt = 5.5, intervention_eps: InterventionEpsOpt = None, force: ForceOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+    tip_beta: BetaOpt = 5.5, intervention_eps: InterventionEpsOpt = None, intervention_stop_at: InterventionStopOpt = None, force: ForceOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Train a CC (concept encoder only, concept loss only) on a frozen generator; prints the checkpoint path."""
     apply_common(quiet, debug)

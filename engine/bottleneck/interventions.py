@@ -28,6 +28,7 @@ from engine.errors import UsageError
 
 METHODS = ("swap", "optimize")
 DEFAULT_EPS = 0.1  # the original's radius (CelebA-HQ StyleGAN2 w)
+DEFAULT_STOP_AT = 0.99  # stop a sample once its targets reach this probability
 TARGETS = ("decoder", "latent")
 
 
@@ -37,20 +38,22 @@ class EditSettings:
     eps: float | None = None  # optimize: L-inf radius of the perturbation, in latent units; None: the bottleneck's recommendation, else 0.1
     iters: int = 50  # optimize: signed-gradient steps
     step: float | None = None  # optimize: step size; None: 2.5 * eps / iters
-    stop_at: float = 0.99  # optimize: a sample stops once every target has at least this probability (1: never)
+    stop_at: float | None = None  # optimize: a sample stops once every target has at least this probability (1: never); None: the bottleneck's recommendation, else 0.99
     on: str = "decoder"  # optimize with a CB-AE: "decoder" (edit = D(E(w + delta))) or "latent" (edit = w + delta)
     alpha: float = 1.0  # blend of the edited latent with the original (1: edit only)
 
     def resolved(self, meta: dict | None) -> "EditSettings":
-        """eps=None filled in: the radius the bottleneck's checkpoint recommends (its "intervention"
-        entry, set with train-cbae/train-cc --intervention-eps: latent units differ between
-        generators), else DEFAULT_EPS, the original's."""
-        if self.eps is not None:
-            return self
+        """eps / stop_at left at None filled in: what the bottleneck's checkpoint recommends (its
+        "intervention" entry, set with train-cbae/train-cc --intervention-eps/--intervention-stop-at:
+        latent units differ between generators, and an encoder-only CC is satisfied before the image
+        has changed enough, so it should not stop early), else DEFAULT_EPS (the original's) and
+        DEFAULT_STOP_AT."""
         from dataclasses import replace
 
-        rec = ((meta or {}).get("intervention") or {}).get("eps")
-        return replace(self, eps=float(rec) if rec else DEFAULT_EPS)
+        rec = (meta or {}).get("intervention") or {}
+        eps = self.eps if self.eps is not None else float(rec.get("eps") or DEFAULT_EPS)
+        stop = self.stop_at if self.stop_at is not None else float(rec.get("stop_at") or DEFAULT_STOP_AT)
+        return replace(self, eps=eps, stop_at=stop)
 
     def check(self, kind: str) -> None:
         if self.method not in METHODS:
@@ -63,6 +66,8 @@ class EditSettings:
             raise UsageError(f"--eps must be positive (got {self.eps})")
         if self.iters < 1:
             raise UsageError(f"--iters must be at least 1 (got {self.iters})")
+        if self.stop_at is not None and not 0.0 < self.stop_at <= 1.0:
+            raise UsageError(f"--stop-at must be in (0, 1] (got {self.stop_at})")
         if self.step is not None and not self.step > 0:
             raise UsageError(f"--step must be positive (got {self.step})")
         if not 0.0 <= self.alpha <= 1.0:
@@ -121,7 +126,7 @@ def _optimize(model: Bottleneck, w: torch.Tensor, edits: list[tuple[int, int]], 
         (grad,) = torch.autograd.grad(losses.sum(), delta)
         with torch.no_grad():
             probs = torch.stack([logits[:, spec.group(k)].softmax(dim=1).gather(1, t[:, None])[:, 0] for k, t in targets], dim=1)
-            active &= ~(probs.min(dim=1).values >= s.stop_at)
+            active &= ~(probs.min(dim=1).values >= (s.stop_at if s.stop_at is not None else DEFAULT_STOP_AT))
             if not bool(active.any()):
                 break
             delta = (delta - step * grad.sign() * active[:, None, None]).clamp_(-s.eps, s.eps)

@@ -66,6 +66,7 @@ class TrainBottleneckConfig:
     sample_count: int = 16  # images per grid (seeds 0..N-1)
     force: bool = False  # resume / load despite a generator mismatch
     intervention_eps: float | None = None  # recommended --eps for optimize edits with this bottleneck, saved in the checkpoint
+    intervention_stop_at: float | None = None  # recommended --stop-at for optimize edits, saved in the checkpoint
 
     def check(self) -> None:
         if self.kind not in KINDS:
@@ -85,6 +86,8 @@ class TrainBottleneckConfig:
             raise UsageError(f"--hidden must be >= 1 (got {self.hidden})")
         if self.intervention_eps is not None and not self.intervention_eps > 0:
             raise UsageError(f"--intervention-eps must be positive (got {self.intervention_eps})")
+        if self.intervention_stop_at is not None and not 0.0 < self.intervention_stop_at <= 1.0:
+            raise UsageError(f"--intervention-stop-at must be in (0, 1] (got {self.intervention_stop_at})")
         if self.resume and self.overwrite:
             raise UsageError("--resume and --overwrite exclude each other")
         self.labeler.check()
@@ -332,7 +335,8 @@ def train_bottleneck(
     def save() -> None:
         training = {**cfg.to_json(), "labeler": {**asdict(labeler_cfg), "prompts": list(labeler_cfg.prompts)},
                     "step": step, "pseudo_labeler": labeler.describe()}
-        extra = {"intervention": {"eps": cfg.intervention_eps}} if cfg.intervention_eps is not None else None
+        rec = {k: v for k, v in (("eps", cfg.intervention_eps), ("stop_at", cfg.intervention_stop_at)) if v is not None}
+        extra = {"intervention": rec} if rec else None
         save_bottleneck(files["checkpoint"], model, generator=gen_identity, training=training, extra=extra)
         state = {"step": step, "opt": opt.state_dict(), "zgen": zgen.get_state(), "torch_rng": torch.get_rng_state()}
         if opt_int is not None:
