@@ -2,7 +2,7 @@
 
 A CB-AE step runs, by the method's definition: one no-grad g1 + g2 + pseudo-labeler pass, a g2
 forward+backward for the image-reconstruction loss, and a g2 + pseudo-labeler forward+backward for
-the intervention loss. This script times
+the intervention loss; a CC step only the no-grad pass. This script times
   plain   : one forward+backward of the generator (g1 + g2, gradient to the latent) at batch B,
   needed  : the generator and pseudo-labeler passes a step must make (listed above), without any
             bottleneck arithmetic,
@@ -69,9 +69,9 @@ def main() -> None:
             w = lg.g1(z)
             x = lg.g2(w)
             labeler.label(x)
-        w1 = w.clone().requires_grad_(True)
-        (lg.g2(w1) - x).square().mean().backward()
-        if args.kind == "cbae":
+        if args.kind == "cbae":  # a CC step needs only the no-grad pass above
+            w1 = w.clone().requires_grad_(True)
+            (lg.g2(w1) - x).square().mean().backward()
             w2 = w.clone().requires_grad_(True)
             sum(lg_.float().mean() for lg_ in labeler.logits(lg.g2(w2))).backward()
 
