@@ -185,7 +185,7 @@ def intervene(config: InterveneConfig, progress: Callable[[int, int], None] | No
         results=str(out_dir / "results.json"),
     )
     doc = {**result.to_json(), "settings": {"eps": settings.eps, "iters": settings.iters, "alpha": settings.alpha,
-                                             "on": settings.on, "stop_at": settings.stop_at,
+                                             **({"on": settings.on} if model.kind == "cbae" else {}), "stop_at": settings.stop_at,
                                              "truncation_psi": config.truncation_psi, "noise_mode": config.noise_mode}}
     from engine.store.atomic import atomic_write_bytes
 

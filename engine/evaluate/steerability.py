@@ -245,7 +245,8 @@ def evaluate_steerability(cfg: SteerabilityConfig, progress: Callable[[int, int]
         "generator": cfg.gen,
         "bottleneck": where if cfg.method != "interfacegan" else None,
         "method": cfg.method,
-        "settings": ({"eps": settings.eps, "iters": settings.iters, "alpha": settings.alpha, "on": settings.on, "stop_at": settings.stop_at}
+        "settings": ({"eps": settings.eps, "iters": settings.iters, "alpha": settings.alpha, "stop_at": settings.stop_at,
+                      **({"on": settings.on} if model.kind == "cbae" else {})}
                      if settings is not None and settings.method == "optimize" else
                      {"alpha": settings.alpha} if settings is not None else
                      {"fit_samples": cfg.fit_samples, "margin": cfg.margin, "strength": cfg.strength}),
