@@ -99,33 +99,26 @@ def _run(kind: str, **o) -> None:
         typer.echo(result.out)
 
 
-@command
-def train_cbae(
-    gen: GenOpt = "toyfaces", config: ConfigOpt = None, pseudo_label: PseudoOpt = "supervised", classifiers: ClassifiersOpt = None,
-    concepts: ConceptsOpt = None, unknown_dims: UnknownOpt = None, steps: StepsOpt = 2000, batch_size: BatchOpt = 32,
-    lr: LrOpt = 2e-4, betas: BetasOpt = "0.5,0.99", threshold: ThresholdOpt = 0.9, out: OutOpt = None, resume: ResumeOpt = False,
-    overwrite: OverwriteOpt = False, device: DeviceOpt = "auto", seed: SeedOpt = 0, hidden: HiddenOpt = None, depth: DepthOpt = 3,
-    trunc: TruncOpt = 1.0, log_every: LogEveryOpt = 10, checkpoint_every: CkptEveryOpt = 250, sample_every: SampleEveryOpt = 500,
-    clip_model: ClipModelOpt = "ViT-B-16", clip_pretrained: ClipPretrainedOpt = "openai", prompt: PromptOpt = None,
-    tip_dataset: TipDatasetOpt = None, data_root: DataRootOpt = None, tip_shots: ShotsOpt = 128, tip_alpha: AlphaOpt = 1.0,
-    tip_beta: BetaOpt = 5.5, intervention_eps: InterventionEpsOpt = None, intervention_stop_at: InterventionStopOpt = None, force: ForceOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
-) -> None:
-    """Train a CB-AE (concept encoder + decoder) on a frozen generator; prints the checkpoint path."""
-    apply_common(quiet, debug)
-    _run("cbae", **{k: v for k, v in locals().items() if k not in ("quiet", "debug")})
+def _make_command(kind: str, doc: str):
+    """train-cbae and train-cc take the same options; only the kind differs."""
+
+    def train(
+        gen: GenOpt = "toyfaces", config: ConfigOpt = None, pseudo_label: PseudoOpt = "supervised", classifiers: ClassifiersOpt = None,
+        concepts: ConceptsOpt = None, unknown_dims: UnknownOpt = None, steps: StepsOpt = 2000, batch_size: BatchOpt = 32,
+        lr: LrOpt = 2e-4, betas: BetasOpt = "0.5,0.99", threshold: ThresholdOpt = 0.9, out: OutOpt = None, resume: ResumeOpt = False,
+        overwrite: OverwriteOpt = False, device: DeviceOpt = "auto", seed: SeedOpt = 0, hidden: HiddenOpt = None, depth: DepthOpt = 3,
+        trunc: TruncOpt = 1.0, log_every: LogEveryOpt = 10, checkpoint_every: CkptEveryOpt = 250, sample_every: SampleEveryOpt = 500,
+        clip_model: ClipModelOpt = "ViT-B-16", clip_pretrained: ClipPretrainedOpt = "openai", prompt: PromptOpt = None,
+        tip_dataset: TipDatasetOpt = None, data_root: DataRootOpt = None, tip_shots: ShotsOpt = 128, tip_alpha: AlphaOpt = 1.0,
+        tip_beta: BetaOpt = 5.5, intervention_eps: InterventionEpsOpt = None, intervention_stop_at: InterventionStopOpt = None, force: ForceOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+    ) -> None:
+        apply_common(quiet, debug)
+        _run(kind, **{k: v for k, v in locals().items() if k not in ("quiet", "debug", "kind")})
+
+    train.__doc__ = doc
+    train.__name__ = train.__qualname__ = f"train_{kind}"
+    return command(train)
 
 
-@command
-def train_cc(
-    gen: GenOpt = "toyfaces", config: ConfigOpt = None, pseudo_label: PseudoOpt = "supervised", classifiers: ClassifiersOpt = None,
-    concepts: ConceptsOpt = None, unknown_dims: UnknownOpt = None, steps: StepsOpt = 2000, batch_size: BatchOpt = 32,
-    lr: LrOpt = 2e-4, betas: BetasOpt = "0.5,0.99", threshold: ThresholdOpt = 0.9, out: OutOpt = None, resume: ResumeOpt = False,
-    overwrite: OverwriteOpt = False, device: DeviceOpt = "auto", seed: SeedOpt = 0, hidden: HiddenOpt = None, depth: DepthOpt = 3,
-    trunc: TruncOpt = 1.0, log_every: LogEveryOpt = 10, checkpoint_every: CkptEveryOpt = 250, sample_every: SampleEveryOpt = 500,
-    clip_model: ClipModelOpt = "ViT-B-16", clip_pretrained: ClipPretrainedOpt = "openai", prompt: PromptOpt = None,
-    tip_dataset: TipDatasetOpt = None, data_root: DataRootOpt = None, tip_shots: ShotsOpt = 128, tip_alpha: AlphaOpt = 1.0,
-    tip_beta: BetaOpt = 5.5, intervention_eps: InterventionEpsOpt = None, intervention_stop_at: InterventionStopOpt = None, force: ForceOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
-) -> None:
-    """Train a CC (concept encoder only, concept loss only) on a frozen generator; prints the checkpoint path."""
-    apply_common(quiet, debug)
-    _run("cc", **{k: v for k, v in locals().items() if k not in ("quiet", "debug")})
+train_cbae = _make_command("cbae", "Train a CB-AE (concept encoder + decoder) on a frozen generator; prints the checkpoint path.")
+train_cc = _make_command("cc", "Train a CC (concept encoder only, concept loss only) on a frozen generator; prints the checkpoint path.")
