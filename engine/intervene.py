@@ -1,7 +1,9 @@
 """`gencbm intervene`: edit generated images through a concept bottleneck and show what changed.
 
 Per seed: seedNNNN-orig.png (g2(w)), seedNNNN-recon.png (through the bottleneck without an edit,
-g2(D(E(w))); the original image for a CC) and seedNNNN-edit.png; grid.png (rows orig / recon /
+g2(D(E(w))); the original image for a CC) and seedNNNN-edit.png (on a DDPM the three are denoising
+runs from the same x_T, the bottleneck acting at the steps t <= --intervene-below, and the encoder's
+probabilities are read at the last of those steps); grid.png (rows orig / recon /
 edit, captioned with the bottleneck's probabilities of the edited concepts); results.json (per seed:
 the encoder's concept probabilities on the original and the edited latent and, with classifiers,
 their probabilities on each image; ground truth on toyfaces).
@@ -35,6 +37,10 @@ class InterveneConfig:
     truncation_cutoff: int | None = None
     noise_mode: str = "const"
     class_idx: int | None = None
+    scheduler: str = "ddim"  # DDPM: ddim | ddpm
+    steps: int | None = None  # DDPM: denoising steps (None: 50 for DDIM, 1000 for DDPM)
+    eta: float = 0.0  # DDPM: DDIM eta
+    intervene_below: int | None = None  # DDPM: edit at the steps t <= this (None: 400)
     classifiers: tuple[str, ...] = ()  # classifier sets whose judgement of each image joins results.json
     out_dir: Path | None = None  # None: ./gencbm-out
     batch_size: int = 8
@@ -68,8 +74,16 @@ def _probs_of_one(model, logits: torch.Tensor) -> list[dict[str, float]]:
     return out
 
 
-def open_bottleneck(gen: str, cbae: str | None, cc: str | None, config: str | None, num_ws: int, device, force: bool = False):
-    """(model, meta, what) for --cbae / --cc (or the built-in toyfaces CB-AE when neither is given)."""
+def default_eps(lg) -> float:
+    """The optimize radius when neither --eps nor the checkpoint says: the original's 0.1 on StyleGAN2 w, 1.0 on a DDPM latent."""
+    from engine.bottleneck.interventions import DEFAULT_EPS, DEFAULT_EPS_DDPM
+
+    return DEFAULT_EPS_DDPM if getattr(lg, "family", "") == "ddpm" else DEFAULT_EPS
+
+
+def open_bottleneck(gen: str, cbae: str | None, cc: str | None, config: str | None, lg, device, force: bool = False):
+    """(model, meta, what) for --cbae / --cc (or the built-in toyfaces CB-AE when neither is given).
+    `lg`: the open latent generator (its latent shape must fit the bottleneck), or a bare num_ws."""
     from engine.bottleneck.io import load_bottleneck
     from engine.generators.latent import generator_identity_of
 
@@ -88,8 +102,19 @@ def open_bottleneck(gen: str, cbae: str | None, cc: str | None, config: str | No
         builtin = builtin_bottleneck(value) if not Path(value).exists() else None
         value = str(builtin) if builtin is not None else value
     identity = generator_identity_of(gen)
-    model, meta = load_bottleneck(value, kind=kind, config=config, num_ws=num_ws, generator=identity, force=force, device=device)
+    shape = tuple(lg.latent_shape) if not isinstance(lg, int) else None
+    num_ws = lg if isinstance(lg, int) else (shape[0] if len(shape) == 2 else None)
+    model, meta = load_bottleneck(value, kind=kind, config=config, num_ws=num_ws, latent_shape=shape, generator=identity,
+                                  force=force, device=device)
+    if shape is not None and tuple(model.latent_shape) != shape:
+        raise UsageError(f"the bottleneck expects latents {list(model.latent_shape)} but {gen} makes {list(shape)}")
     return model, meta, value
+
+
+def _generator_settings(lg, config) -> dict[str, Any]:
+    if lg.family == "ddpm":
+        return {k: v for k, v in lg.describe().items() if k in ("scheduler", "steps", "eta", "intervene_below")}
+    return {"truncation_psi": config.truncation_psi, "noise_mode": config.noise_mode}
 
 
 def intervene(config: InterveneConfig, progress: Callable[[int, int], None] | None = None) -> InterveneResult:
@@ -97,7 +122,7 @@ def intervene(config: InterveneConfig, progress: Callable[[int, int], None] | No
     from engine.classifiers.io import load_classifier_set
     from engine.device import resolve_device
     from engine.generators.latent import open_generator
-    from engine.images import annotated_grid, save_png, to_uint8
+    from engine.images import annotated_grid, save_png
 
     if not config.seeds:
         raise UsageError("no seeds given")
@@ -106,11 +131,10 @@ def intervene(config: InterveneConfig, progress: Callable[[int, int], None] | No
     device = resolve_device(config.device)
     gen = config.gen or "toyfaces"
     lg = open_generator(gen, device=device, truncation_psi=config.truncation_psi, truncation_cutoff=config.truncation_cutoff,
-                        noise_mode=config.noise_mode, class_idx=config.class_idx)
-    model, meta, where = open_bottleneck(gen, config.cbae, config.cc, config.config, lg.num_ws, device, config.force)
-    if (model.num_ws, model.w_dim) != lg.latent_shape:
-        raise UsageError(f"the bottleneck expects latents [{model.num_ws}, {model.w_dim}] but {gen} makes {list(lg.latent_shape)}")
-    settings = config.settings.resolved(meta)
+                        noise_mode=config.noise_mode, class_idx=config.class_idx, scheduler=config.scheduler,
+                        steps=config.steps, eta=config.eta, intervene_below=config.intervene_below)
+    model, meta, where = open_bottleneck(gen, config.cbae, config.cc, config.config, lg, device, config.force)
+    settings = config.settings.resolved(meta, default_eps=default_eps(lg))
     settings.check(model.kind)
     spec = model.spec
     if not config.edits:
@@ -134,21 +158,26 @@ def intervene(config: InterveneConfig, progress: Callable[[int, int], None] | No
     for start in range(0, len(seeds), config.batch_size):
         batch = seeds[start : start + config.batch_size]
         z = lg.z_from_seeds(batch)
+        seen: dict[str, torch.Tensor] = {}  # the latent at the last edited step (StyleGAN2: w) and its edits
+
+        def record(key, fn=None):
+            def apply(h):
+                out = fn(h) if fn is not None else h
+                seen[key] = out.detach()
+                return out
+            return apply
+
+        imgs = {"orig": lg.render(z, record("orig_latent"), seeds=batch)}
+        imgs["recon"] = lg.render(z, record("recon", lambda h: reference_latent(model, h)), seeds=batch) if model.kind == "cbae" else imgs["orig"]
+        imgs["edit"] = lg.render(z, record("edit", lambda h: edit_latent(model, h, edits, settings)), seeds=batch)
         with torch.no_grad():
-            w = lg.g1(z)
-        w_ref = reference_latent(model, w)
-        w_edit = edit_latent(model, w, edits, settings)
-        with torch.no_grad():
-            imgs = {"orig": lg.g2(w), "recon": lg.g2(w_ref) if model.kind == "cbae" else None, "edit": lg.g2(w_edit)}
-            if imgs["recon"] is None:
-                imgs["recon"] = imgs["orig"]
-            enc = {"orig": _probs_of_one(model, model.enc(w)), "edit": _probs_of_one(model, model.enc(w_edit))}
+            enc = {"orig": _probs_of_one(model, model.enc(seen["orig_latent"])), "edit": _probs_of_one(model, model.enc(seen["edit"]))}
             if model.kind == "cbae":
-                enc["recon"] = _probs_of_one(model, model.enc(w_ref))
+                enc["recon"] = _probs_of_one(model, model.enc(seen["recon"]))
             cls = {name: {row: {c: predict_proba(clf, imgs[row]).tolist() for c, (clf, _) in cset.items()} for row in imgs}
                    for name, cset in classifier_sets.items()}
             truth = world.factors(z.cpu())[0].tolist() if world is not None else None
-        arrays = {row: to_uint8(img) for row, img in imgs.items()}
+        arrays = {row: lg.to_uint8(img) for row, img in imgs.items()}
         for i, seed in enumerate(batch):
             entry: dict[str, Any] = {"seed": seed}
             for row in ("orig", "recon", "edit"):
@@ -186,7 +215,7 @@ def intervene(config: InterveneConfig, progress: Callable[[int, int], None] | No
     )
     doc = {**result.to_json(), "settings": {"eps": settings.eps, "iters": settings.iters, "alpha": settings.alpha,
                                              **({"on": settings.on} if model.kind == "cbae" else {}), "stop_at": settings.stop_at,
-                                             "truncation_psi": config.truncation_psi, "noise_mode": config.noise_mode}}
+                                             **_generator_settings(lg, config)}}
     from engine.store.atomic import atomic_write_bytes
 
     atomic_write_bytes(out_dir / "results.json", (json.dumps(doc, indent=1) + "\n").encode())

@@ -1,4 +1,4 @@
-"""Concept interventions on a latent w [B, num_ws, w_dim].
+"""Concept interventions on a latent w ([B, num_ws, w_dim] for StyleGAN2, [B, C, H, W] for a DDPM UNet).
 
 swap (CB-AE only): the original's edit. E(w) -> in each edited concept's logit group the target
     value takes the group's maximum (swap_logits) -> D -> w'. Several concepts compose.
@@ -28,6 +28,7 @@ from engine.errors import UsageError
 
 METHODS = ("swap", "optimize")
 DEFAULT_EPS = 0.1  # the original's radius (CelebA-HQ StyleGAN2 w)
+DEFAULT_EPS_DDPM = 1.0  # the original's radius on a DDPM UNet's mid-block latent
 DEFAULT_STOP_AT = 0.99  # stop a sample once its targets reach this probability
 TARGETS = ("decoder", "latent")
 
@@ -42,16 +43,16 @@ class EditSettings:
     on: str = "decoder"  # optimize with a CB-AE: "decoder" (edit = D(E(w + delta))) or "latent" (edit = w + delta)
     alpha: float = 1.0  # blend of the edited latent with the original (1: edit only)
 
-    def resolved(self, meta: dict | None) -> "EditSettings":
+    def resolved(self, meta: dict | None, default_eps: float = None) -> "EditSettings":
         """eps / stop_at left at None filled in: what the bottleneck's checkpoint recommends (its
         "intervention" entry, set with train-cbae/train-cc --intervention-eps/--intervention-stop-at:
         latent units differ between generators, and an encoder-only CC is satisfied before the image
-        has changed enough, so it should not stop early), else DEFAULT_EPS (the original's) and
+        has changed enough, so it should not stop early), else `default_eps` or DEFAULT_EPS (the original's: 0.1 on StyleGAN2 w, 1.0 on DDPM) and
         DEFAULT_STOP_AT."""
         from dataclasses import replace
 
         rec = (meta or {}).get("intervention") or {}
-        eps = self.eps if self.eps is not None else float(rec.get("eps") or DEFAULT_EPS)
+        eps = self.eps if self.eps is not None else float(rec.get("eps") or default_eps or DEFAULT_EPS)
         stop = self.stop_at if self.stop_at is not None else float(rec.get("stop_at") or DEFAULT_STOP_AT)
         return replace(self, eps=eps, stop_at=stop)
 
@@ -112,7 +113,9 @@ def _optimize(model: Bottleneck, w: torch.Tensor, edits: list[tuple[int, int]], 
     through_decoder = model.kind == "cbae" and s.on == "decoder"
     step = s.step if s.step is not None else 2.5 * s.eps / s.iters
     w = w.detach()
-    delta = torch.zeros_like(w[:, :1, :])  # [B, 1, w_dim]: one perturbation, shared by all ws (w is one vector repeated)
+    # ws layout: one perturbation [B, 1, w_dim] shared by all ws (w is one vector repeated); flat: the whole map
+    delta = torch.zeros_like(w[:, :1, :]) if getattr(model, "layout", "ws") == "ws" else torch.zeros_like(w)
+    per_sample = (-1,) + (1,) * (w.ndim - 1)
     active = torch.ones(w.shape[0], dtype=torch.bool, device=w.device)
 
     def latent_of(d: torch.Tensor) -> torch.Tensor:
@@ -129,6 +132,6 @@ def _optimize(model: Bottleneck, w: torch.Tensor, edits: list[tuple[int, int]], 
             active &= ~(probs.min(dim=1).values >= (s.stop_at if s.stop_at is not None else DEFAULT_STOP_AT))
             if not bool(active.any()):
                 break
-            delta = (delta - step * grad.sign() * active[:, None, None]).clamp_(-s.eps, s.eps)
+            delta = (delta - step * grad.sign() * active.view(per_sample)).clamp_(-s.eps, s.eps)
     with torch.no_grad():
         return latent_of(delta.detach())

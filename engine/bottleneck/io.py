@@ -13,6 +13,7 @@ state dict.
 from __future__ import annotations
 
 import ast
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class OriginalConfig:
     spec: ConceptSpec  # concepts (CelebA names where the config used the original's words), unknown dims
     w_dim: int  # model.latent_noise_dim
     num_ws: int | None  # model.num_ws (StyleGAN2)
+    latent_shape: tuple[int, ...] | None  # model.latent_shape (DDPM: the UNet mid-block map, e.g. [512, 8, 8])
     model_type: str  # model.type, e.g. cbae_stygan2, cc_stygan2, cbae_ddpm
     pretrained: str | None  # model.pretrained: the base generator's file in the original layout
     dataset: str | None  # dataset.name
@@ -101,6 +103,7 @@ def read_original_config(path: str | os.PathLike) -> OriginalConfig:
             spec=spec_from_original_names(names, outputs),
             w_dim=int(model["latent_noise_dim"]),
             num_ws=int(model["num_ws"]) if model.get("num_ws") is not None else None,
+            latent_shape=tuple(int(d) for d in model["latent_shape"]) if model.get("latent_shape") else None,
             model_type=str(model.get("type", "")),
             pretrained=model.get("pretrained"),
             dataset=data.get("name"),
@@ -137,9 +140,20 @@ def _architecture(state: dict[str, torch.Tensor], where: str) -> tuple[str, int,
 
 
 def build(kind: str, spec: ConceptSpec, w_dim: int, num_ws: int, hidden: int | None = None, depth: int = 3) -> Bottleneck:
+    """A bottleneck on StyleGAN2-style w [num_ws, w_dim]."""
     if kind not in KINDS:
         raise UsageError(f"unknown bottleneck kind {kind!r} (valid: {', '.join(KINDS)})")
     return (CBAE if kind == "cbae" else CC)(spec, w_dim, num_ws, hidden=hidden, depth=depth)
+
+
+def build_for(kind: str, spec: ConceptSpec, latent_shape: tuple[int, ...], hidden: int | None = None, depth: int = 3) -> Bottleneck:
+    """A bottleneck for a generator's latent shape: [num_ws, w_dim] (ws layout) or [C, H, W] (flat layout)."""
+    if kind not in KINDS:
+        raise UsageError(f"unknown bottleneck kind {kind!r} (valid: {', '.join(KINDS)})")
+    cls = CBAE if kind == "cbae" else CC
+    if len(latent_shape) == 2:
+        return cls(spec, int(latent_shape[1]), int(latent_shape[0]), hidden=hidden, depth=depth)
+    return cls(spec, 0, 0, hidden=hidden, depth=depth, flat_shape=tuple(latent_shape))
 
 
 def _load_state(model: Bottleneck, state: dict[str, torch.Tensor], where: str) -> None:
@@ -158,7 +172,7 @@ def save_bottleneck(path: str | os.PathLike, model: Bottleneck, *, generator: Ge
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return save_model_checkpoint(
         path, state, kind=model.kind, generator=generator, concepts=model.spec.to_json(),
-        latent={"kind": "w", "shape": [model.num_ws, model.w_dim]}, training=training,
+        latent={"kind": "unet-mid" if model.layout == "flat" else "w", "shape": list(model.latent_shape)}, training=training,
         extra={"architecture": model.config(), **(extra or {})},
     )
 
@@ -211,6 +225,7 @@ def load_bottleneck(
     kind: str | None = None,  # expected kind ("cbae" / "cc"); None: either
     config: str | os.PathLike | None = None,  # the original YAML (needed for an original file not in the registry)
     num_ws: int | None = None,  # the generator's num_ws (when the config does not say)
+    latent_shape: tuple[int, ...] | None = None,  # the generator's latent shape (when the config does not say)
     generator: GeneratorIdentity | None = None,  # the generator in use: refuse a checkpoint trained for another
     force: bool = False,  # load despite a generator mismatch
     device: str | torch.device = "cpu",
@@ -225,7 +240,10 @@ def load_bottleneck(
         tensors, meta = load_model_checkpoint(path, kind=KINDS, generator=generator, force=force)
         arch = meta.get("architecture") or {}
         spec = ConceptSpec.from_json(meta["concepts"])
-        model = build(meta["kind"], spec, int(arch["w_dim"]), int(arch["num_ws"]), int(arch["hidden"]), int(arch["depth"]))
+        if arch.get("layout") == "flat":
+            model = build_for(meta["kind"], spec, tuple(arch["latent_shape"]), int(arch["hidden"]), int(arch["depth"]))
+        else:
+            model = build(meta["kind"], spec, int(arch["w_dim"]), int(arch["num_ws"]), int(arch["hidden"]), int(arch["depth"]))
         _load_state(model, tensors, str(path))
         meta = {**meta, "path": str(path), "format": "gencbm"}
     else:
@@ -233,21 +251,34 @@ def load_bottleneck(
         found_kind, w_dim, hidden, depth, total = _architecture(state, str(path))
         cfg = read_original_config(config) if config is not None else None
         settings = _registry_settings(path) if cfg is None else None
+        flat = None  # a feature-map latent [C, H, W] (DDPM), read off the config, the registry or the generator
         if cfg is not None:
             spec = cfg.spec
-            if cfg.w_dim != w_dim:
+            flat = cfg.latent_shape if cfg.latent_shape and len(cfg.latent_shape) == 3 else None
+            if flat is None and cfg.w_dim != w_dim:
                 raise UsageError(f"{cfg.path} says latent_noise_dim {cfg.w_dim} but {path.name} has {w_dim}")
             num_ws = cfg.num_ws or num_ws
         elif settings is not None:
             spec = _spec_from_registry(settings, total)
-            num_ws = num_ws or (settings.get("latent") or {}).get("shape", [None])[0]
+            shape = (settings.get("latent") or {}).get("shape") or []
+            if len(shape) == 3:
+                flat = tuple(int(d) for d in shape)
+            else:
+                num_ws = num_ws or (shape[0] if shape else None)
         else:
             raise UsageError(f"{path.name} is an original-format checkpoint: pass --config with its YAML (config/<experiment>/<dataset>.yaml)")
+        if flat is None and latent_shape is not None and len(latent_shape) == 3:
+            flat = tuple(latent_shape)
         if spec.total != total:
             raise UsageError(f"the config describes {spec.total} concept logits (with {spec.unknown} unknown) but {path.name} outputs {total}")
-        if num_ws is None:
-            raise UsageError(f"{path.name}: num_ws is unknown; pass --config with model.num_ws")
-        model = build(found_kind, spec, w_dim, int(num_ws), hidden, depth)
+        if flat is not None:
+            if math.prod(flat) != w_dim:
+                raise UsageError(f"{path.name} reads {w_dim} latent values but the latent is {list(flat)} ({math.prod(flat)} values)")
+            model = build_for(found_kind, spec, flat, hidden, depth)
+        else:
+            if num_ws is None:
+                raise UsageError(f"{path.name}: num_ws is unknown; pass --config with model.num_ws")
+            model = build(found_kind, spec, w_dim, int(num_ws), hidden, depth)
         _load_state(model, state, str(path))
         meta = {"kind": found_kind, "format": "original", "path": str(path), "concepts": spec.to_json(),
                 "architecture": model.config(), "generator": None,

@@ -39,7 +39,7 @@ def evaluate_accuracy(cfg: AccuracyConfig, progress: Callable[[int, int], None] 
     device = resolve_device(cfg.device)
     lg = open_generator(cfg.gen, device=device, truncation_psi=cfg.truncation_psi)
     world = lg.world
-    model, meta, where = open_bottleneck(cfg.gen, cfg.cbae, cfg.cc, cfg.config, lg.num_ws, device, cfg.force)
+    model, meta, where = open_bottleneck(cfg.gen, cfg.cbae, cfg.cc, cfg.config, lg, device, cfg.force)
     evaluator_name = cfg.classifiers or ("oracle" if world is not None else None)
     evaluator = load_classifier_set(evaluator_name, device=device) if evaluator_name else {}
     names = list(model.spec.names)
@@ -51,11 +51,16 @@ def evaluate_accuracy(cfg: AccuracyConfig, progress: Callable[[int, int], None] 
     while done < cfg.samples:
         n = min(cfg.batch_size, cfg.samples - done)
         z = lg.sample_z(n, gen)
+        seen: dict[str, torch.Tensor] = {}
+
+        def record(h):  # StyleGAN2: w; DDPM: the mid-block latent at the last step t <= intervene_below
+            seen["latent"] = h.detach()
+            return h
+
+        imgs = lg.render(z, record)
         with torch.no_grad():
-            w = lg.g1(z)
-            logits = model.enc(w)
+            logits = model.enc(seen["latent"])
             pred = {name: logits[:, model.spec.group(k)].argmax(dim=1).cpu() for k, name in enumerate(names)}
-            imgs = lg.g2(w) if agree_eval else None
             judged = {name: evaluator[_find(name, evaluator)][0](imgs).argmax(dim=1).cpu() for name in agree_eval}
             truth = world.factors(z.cpu())[0] if world is not None else None
         for name in agree_eval:

@@ -747,9 +747,13 @@ class _LatentStream:
         return out
 
 
-def _to_uint8(img: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] in [-1, 1] -> uint8 [B, C, H, W], on its device
-    """engine.images.to_uint8's rounding (what `gencbm generate` writes), kept NCHW on the device."""
-    return (img.detach().to(torch.float32) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+def _to_uint8(img: torch.Tensor, convention: str = "nvidia") -> torch.Tensor:  # [B, C, H, W] in [-1, 1] -> uint8 [B, C, H, W], on its device
+    """What `gencbm generate` writes, kept NCHW on the device: engine.images.to_uint8's rounding for
+    StyleGAN2 (NVIDIA's), diffusers' ((x / 2 + 0.5).clamp(0, 1) * 255).round() for a DDPM."""
+    x = img.detach().to(torch.float32)
+    if convention == "diffusers":
+        return ((x / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    return (x * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
 def generated_batches(
@@ -765,14 +769,9 @@ def generated_batches(
     done = 0
     while done < samples:
         n = min(batch_size, samples - done)
-        z = zs.take(n)  # [n, z_dim]
-        with torch.no_grad():
-            w = lg.g1(z)  # [n, num_ws, w_dim]
-        if latent is not None:
-            w = latent(w)  # an optimised edit needs gradients: not under no_grad
-        with torch.no_grad():
-            images = lg.g2(w.detach())  # [n, C, R, R] in [-1, 1]
-        yield _to_uint8(images)
+        z = zs.take(n)  # [n, z_dim] (a DDPM: x_T)
+        images = lg.render(z, latent)  # [n, C, R, R] in [-1, 1]; `latent` edits w (DDPM: the mid-block latent at t <= 400)
+        yield _to_uint8(images, getattr(lg, "image_convention", "nvidia"))
         done += n
 
 
@@ -836,7 +835,7 @@ def evaluate_fid(cfg: FidConfig, progress: ProgressFn | None = None, inception: 
     from engine.bottleneck.interventions import EditSettings, edit_latent, reference_latent
     from engine.device import resolve_device
     from engine.generators.latent import open_generator
-    from engine.intervene import open_bottleneck
+    from engine.intervene import default_eps, open_bottleneck
 
     _check_config(cfg)
     settings = EditSettings(method=cfg.method, eps=cfg.eps, iters=cfg.iters, alpha=cfg.alpha)
@@ -852,10 +851,8 @@ def evaluate_fid(cfg: FidConfig, progress: ProgressFn | None = None, inception: 
     where = None
     edit_doc = None
     if cfg.kind != "base":
-        model, _meta, where = open_bottleneck(cfg.gen, cfg.cbae, None, cfg.config, lg.num_ws, device, cfg.force)
-        settings = settings.resolved(_meta)
-        if (model.num_ws, model.w_dim) != lg.latent_shape:
-            raise UsageError(f"the bottleneck expects latents [{model.num_ws}, {model.w_dim}] but {cfg.gen} makes {list(lg.latent_shape)}")
+        model, _meta, where = open_bottleneck(cfg.gen, cfg.cbae, None, cfg.config, lg, device, cfg.force)
+        settings = settings.resolved(_meta, default_eps=default_eps(lg))
         model.eval()
         if cfg.kind == "recon":
             latent = lambda w: reference_latent(model, w)  # noqa: E731

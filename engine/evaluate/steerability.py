@@ -2,7 +2,8 @@
 
 For each row (concept c, target value v) and N generated samples:
   reference image = the reconstruction g2(D(E(w))) for a CB-AE, the original g2(w) for a CC or a
-                    latent-direction baseline; edited image = g2(edit(w));
+                    latent-direction baseline; edited image = g2(edit(w)) (on a DDPM: the denoising
+                    run from the same x_T with the reference / edit applied at the steps t <= 400);
   eligible        = the evaluator judges the reference NOT to have value v;
   steerability    = eligible samples whose edited image the evaluator judges to have v / eligible;
   negative rate   = samples whose reference had v and whose edit lost it / samples whose reference had v;
@@ -57,10 +58,10 @@ def evaluate_row(
     concept: str,  # the evaluator's and the editor's name of the concept
     value: int,
     *,
-    sample_latents: Callable[[int, torch.Generator], torch.Tensor],  # (n, generator) -> w [n, num_ws, w_dim]
-    reference: Callable[[torch.Tensor], torch.Tensor],  # w -> reference latent
-    edit: Callable[[torch.Tensor], torch.Tensor],  # w -> edited latent
-    g2: Callable[[torch.Tensor], torch.Tensor],  # latent -> image [B, C, H, W] in [-1, 1]
+    sample_z: Callable[[int, torch.Generator], torch.Tensor],  # (n, generator) -> z (StyleGAN2 z, DDPM x_T)
+    reference: Callable[[torch.Tensor], torch.Tensor] | None,  # latent -> reference latent; None: the latent itself
+    edit: Callable[[torch.Tensor], torch.Tensor],  # latent -> edited latent
+    render: Callable[..., torch.Tensor],  # render(z, edit) -> image [B, C, H, W] in [-1, 1] (the generator's)
     evaluator: dict[str, Any],  # {concept: (classifier, meta)}
     samples: int,
     batch_size: int,
@@ -77,12 +78,9 @@ def evaluate_row(
     examples: list[tuple[torch.Tensor, torch.Tensor, bool]] = []
     while done < samples:
         n = min(batch_size, samples - done)
-        w = sample_latents(n, generator)
-        ref_latent = reference(w)
-        edit_latent = edit(w)
-        with torch.no_grad():
-            ref_img = g2(ref_latent)
-            edit_img = g2(edit_latent)
+        z = sample_z(n, generator)
+        ref_img = render(z, reference)
+        edit_img = render(z, edit)
         pr = evaluator_predictions(evaluator, ref_img)
         pe = evaluator_predictions(evaluator, edit_img)
         is_eligible = pr[concept] != value
@@ -159,7 +157,7 @@ def evaluate_steerability(cfg: SteerabilityConfig, progress: Callable[[int, int]
     from engine.concepts import match_concept
     from engine.device import resolve_device
     from engine.generators.latent import generator_identity_of, open_generator
-    from engine.intervene import open_bottleneck
+    from engine.intervene import default_eps, open_bottleneck
 
     if cfg.method not in METHODS:
         raise UsageError(f"--method must be one of {', '.join(METHODS)} (got {cfg.method!r})")
@@ -173,7 +171,7 @@ def evaluate_steerability(cfg: SteerabilityConfig, progress: Callable[[int, int]
     toy = lg.world is not None
     model = meta = where = None
     if cfg.method != "interfacegan" or cfg.cbae or cfg.cc or toy:
-        model, meta, where = open_bottleneck(cfg.gen, cfg.cbae, cfg.cc, cfg.config, lg.num_ws, device, cfg.force)
+        model, meta, where = open_bottleneck(cfg.gen, cfg.cbae, cfg.cc, cfg.config, lg, device, cfg.force)
     evaluator_name = cfg.classifiers or ("oracle" if toy else None)
     if evaluator_name is None:
         raise UsageError("pass --classifiers with the evaluation classifiers (e.g. classifiers-celebahq-vitl16)")
@@ -187,12 +185,14 @@ def evaluate_steerability(cfg: SteerabilityConfig, progress: Callable[[int, int]
         names = [match_concept(c, editor_names) for c in cfg.concepts]
     eval_of = {n: _find(n, evaluator) or match_concept(n, list(evaluator), what=f"concept of the evaluator {evaluator_name}") for n in names}
 
-    settings = _settings(cfg, model).resolved(meta) if cfg.method != "interfacegan" else None
+    settings = _settings(cfg, model).resolved(meta, default_eps=default_eps(lg)) if cfg.method != "interfacegan" else None
     if settings is not None:
         settings.check(model.kind)
-    sample_latents = lambda n, gen: lg.g1(lg.sample_z(n, gen))  # noqa: E731
     boundaries = None
     if cfg.method == "interfacegan":
+        if lg.family != "stylegan2":
+            raise UsageError("--method interfacegan fits boundaries in StyleGAN2's w; use swap or optimize on a DDPM")
+        sample_latents = lambda n, gen: lg.g1(lg.sample_z(n, gen))  # noqa: E731
         fit_name = cfg.fit_classifiers or ((meta or {}).get("training") or {}).get("labeler", {}).get("classifiers") or ("toyfaces-pseudo" if toy else None)
         if fit_name is None:
             raise UsageError("interfacegan needs labels to fit its boundaries: pass --fit-classifiers (e.g. the pseudo-labeler's set)")
@@ -221,16 +221,16 @@ def evaluate_steerability(cfg: SteerabilityConfig, progress: Callable[[int, int]
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2 * ci + v)
             if cfg.method == "interfacegan":
                 k = names.index(name)
-                reference = lambda w: w  # noqa: E731
+                reference = None
                 edit = lambda w, k=k, v=v: boundaries.edit(w, k, v, cfg.margin, cfg.strength)  # noqa: E731
             else:
                 k = model.spec.index(name)
                 on_latent = model.kind == "cc" or (settings.method == "optimize" and settings.on == "latent")
-                reference = (lambda w: w) if on_latent else (lambda w: reference_latent(model, w))
+                reference = None if on_latent else (lambda w: reference_latent(model, w))
                 edit = lambda w, k=k, v=v: edit_latent(model, w, [(k, v)], settings)  # noqa: E731
             base = done_rows * cfg.samples
             row, examples = evaluate_row(
-                eval_of[name], v, sample_latents=sample_latents, reference=reference, edit=edit, g2=lg.g2, evaluator=evaluator,
+                eval_of[name], v, sample_z=lg.sample_z, reference=reference, edit=edit, render=lg.render, evaluator=evaluator,
                 samples=cfg.samples, batch_size=cfg.batch_size, generator=gen,
                 on_batch=(lambda d, base=base: progress(base + d, total)) if progress else None,
                 keep_examples=cfg.examples if cfg.out_dir else 0,

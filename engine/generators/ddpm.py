@@ -311,9 +311,11 @@ def resolve_unet_folder(name_or_path: str | os.PathLike) -> Path:
 def load_unet(folder: Path, device: str | torch.device = "cpu"):
     """UNet2DModel from a local folder, frozen, in eval mode (no network: local_files_only)."""
     from diffusers import UNet2DModel
+    from diffusers.utils import logging as diffusers_logging
 
+    diffusers_logging.set_verbosity_error()
     try:
-        unet = UNet2DModel.from_pretrained(str(folder), local_files_only=True)
+        unet = UNet2DModel.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=False)
     except (OSError, ValueError, RuntimeError, KeyError, EnvironmentError) as exc:
         raise CorruptFileError(f"{folder}: cannot load the UNet ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     unet.requires_grad_(False)

@@ -1,8 +1,13 @@
 """One interface over generator families for the bottleneck code (DESIGN rule 2).
 
-A `LatentGenerator` samples z from seeds or a torch.Generator, splits the generator into
-g1 (z -> latent) and g2 (latent -> image in [-1, 1], NCHW float), and names its latent shape.
-StyleGAN2: g1 = mapping network (with truncation), latent = w [B, num_ws, w_dim]; g2 = synthesis.
+A latent generator samples z from seeds or a torch.Generator, names its latent shape, splits the
+generator into g1 and g2, and renders images in [-1, 1] (NCHW float) with `render(z, edit=None)`,
+where `edit(latent) -> latent` is applied wherever the family has its latent:
+  StyleGAN2 (`StyleGAN2Latent`): g1 = mapping network (with truncation), latent = w
+    [B, num_ws, w_dim]; g2 = synthesis; render = g2(edit(g1(z))).
+  DDPM (`engine.generators.ddpm.DDPMLatent`): z = x_T; g1(x_t, t) = UNet up to the mid block,
+    latent = its output [B, C, H, W]; g2 = the rest of the UNet; render = the scheduler's denoising
+    loop with the edit at the steps t <= intervene_below.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class StyleGAN2Latent:
     class_idx: int | None = None  # class label for conditional generators
 
     family = "stylegan2"
+    image_convention = "nvidia"
 
     def __post_init__(self):
         if self.G.c_dim > 0 and self.class_idx is None:
@@ -89,6 +95,24 @@ class StyleGAN2Latent:
     def g2(self, w: torch.Tensor) -> torch.Tensor:  # w [B, num_ws, w_dim] -> image [B, C, R, R] in [-1, 1]
         return self.G.synthesis(w, noise_mode=self.noise_mode)
 
+    def render(self, z: torch.Tensor, edit=None, seeds: Sequence[int] | None = None, progress=None) -> torch.Tensor:
+        """Images for z, with `edit(w) -> w'` applied to the latent when given (`seeds` is unused:
+        StyleGAN2's only randomness past z is its noise inputs, const by default)."""
+        with torch.no_grad():
+            w = self.g1(z)
+        if edit is not None:
+            w = edit(w)
+        with torch.no_grad():
+            return self.g2(w.detach())
+
+    def to_uint8(self, img: torch.Tensor):
+        from engine.images import to_uint8
+
+        return to_uint8(img)
+
+    def describe(self) -> dict:
+        return {"family": "stylegan2", "truncation_psi": self.truncation_psi, "noise_mode": self.noise_mode}
+
 
 def open_generator(
     name_or_path: str | os.PathLike,
@@ -99,8 +123,19 @@ def open_generator(
     noise_mode: str = "const",
     class_idx: int | None = None,
     pickle_key: str = "G_ema",
-) -> StyleGAN2Latent:
+    scheduler: str = "ddim",
+    steps: int | None = None,
+    eta: float = 0.0,
+    intervene_below: int | None = None,
+):
+    """StyleGAN2Latent for a StyleGAN2 (pickle, safetensors, built-in), DDPMLatent for a diffusers
+    UNet (folder, pipeline folder or a ddpm registry name); options of the other family are ignored."""
     from engine.generators import load_generator
+    from engine.generators.ddpm import DEFAULT_INTERVENE_BELOW, is_ddpm, open_ddpm
+
+    if is_ddpm(name_or_path):
+        return open_ddpm(name_or_path, device=device, scheduler=scheduler, steps=steps, eta=eta, class_idx=class_idx,
+                         intervene_below=DEFAULT_INTERVENE_BELOW if intervene_below is None else intervene_below)
     from engine.generators.stylegan2 import NOISE_MODES
 
     if noise_mode not in NOISE_MODES:
@@ -111,9 +146,14 @@ def open_generator(
 
 
 def generator_identity_of(name_or_path: str | os.PathLike):
-    """GeneratorIdentity for checkpoint metadata; built-in toyfaces generators by their file's sha256."""
+    """GeneratorIdentity for checkpoint metadata; built-in toyfaces generators by their file's sha256,
+    a DDPM by its weights file's sha256."""
+    from engine.generators.ddpm import ddpm_identity, is_ddpm
     from engine.store.checkpoint import GeneratorIdentity, generator_identity
     from engine.toyfaces.builtin import builtin_generator
+
+    if is_ddpm(name_or_path):
+        return ddpm_identity(name_or_path)
 
     builtin = builtin_generator(str(name_or_path)) if not os.path.exists(str(name_or_path)) else None
     if builtin is not None:
