@@ -55,6 +55,12 @@ class TrainBottleneckConfig:
     betas: tuple[float, float] = (0.5, 0.99)  # Adam betas
     threshold: float = 0.9  # ignore pseudo-labels whose top-1 probability is below this
     truncation_psi: float = 1.0  # truncation when sampling w (1: none)
+    train_images: str | None = None  # DDPM: a folder of training images (pre-generated with `gencbm generate`)
+    real: str | None = None  # DDPM: a folder of real images instead
+    dataset: str | None = None  # DDPM: a known dataset's train split instead (celebahq, celeba64, cub, cub64, toyfaces)
+    data_root: str | None = None  # DDPM: the --dataset's folder
+    max_t: int = 400  # DDPM: t is drawn from [1, max_t) per batch
+    mixed_precision: bool = True  # DDPM on CUDA: run the UNet in float16 autocast
     out: str = "gencbm-out/train/run.safetensors"  # the checkpoint; the other run files sit beside it
     resume: bool = False  # continue the run saved at `out`
     overwrite: bool = False  # start over even when `out` exists
@@ -90,6 +96,8 @@ class TrainBottleneckConfig:
             raise UsageError(f"--intervention-stop-at must be in (0, 1] (got {self.intervention_stop_at})")
         if self.resume and self.overwrite:
             raise UsageError("--resume and --overwrite exclude each other")
+        if sum(x is not None for x in (self.train_images, self.real, self.dataset)) > 1:
+            raise UsageError("pass only one of --train-images, --real and --dataset")
         self.labeler.check()
 
     def to_json(self) -> dict[str, Any]:
@@ -208,12 +216,19 @@ def _resolve_concepts(cfg: TrainBottleneckConfig, original, world) -> list[str] 
     return None
 
 
+def _registry_dataset(gen: str) -> str | None:
+    from engine.store.registry import load_registry
+
+    art = load_registry().find(str(gen))
+    return (art.settings or {}).get("dataset") if art is not None else None
+
+
 def _default_classifiers(cfg: TrainBottleneckConfig, original, world) -> str | None:
     if cfg.labeler.classifiers:
         return cfg.labeler.classifiers
     if world is not None:
         return "toyfaces-pseudo"
-    dataset = (original.dataset if original is not None else None) or ""
+    dataset = (original.dataset if original is not None else None) or _registry_dataset(cfg.gen) or ""
     return {"celebahq": "classifiers-celebahq-rn18", "celeba64": "classifiers-celeba64-rn18",
             "cub": "classifiers-cub-rn50", "cub64": "classifiers-cub64-rn50"}.get(dataset)
 
@@ -254,7 +269,7 @@ def train_bottleneck(
     """Train (or resume) and return where the checkpoint is and how the run ended.
 
     SIGINT/SIGTERM save a checkpoint and the resume state, then raise Interrupted (exit 130)."""
-    from engine.bottleneck.io import build, read_original_config, save_bottleneck
+    from engine.bottleneck.io import build_for, read_original_config, save_bottleneck
     from engine.bottleneck.spec import ConceptSpec
     from engine.device import resolve_device
     from engine.generators.latent import generator_identity_of, open_generator
@@ -282,7 +297,12 @@ def train_bottleneck(
     lg = open_generator(cfg.gen, device=device, truncation_psi=cfg.truncation_psi)
     identity = generator_identity_of(cfg.gen)
     world = lg.world
-    if original is not None and original.num_ws is not None and original.num_ws != lg.num_ws:
+    ddpm = lg.family == "ddpm"
+    if not ddpm and (cfg.train_images or cfg.real or cfg.dataset):
+        raise UsageError("--train-images, --real and --dataset are for a DDPM; a StyleGAN2 trains on its own samples")
+    if ddpm and original is not None and original.latent_shape and tuple(original.latent_shape) != tuple(lg.latent_shape):
+        raise UsageError(f"{original.path} is for a latent {list(original.latent_shape)}; {cfg.gen} has {list(lg.latent_shape)}")
+    if not ddpm and original is not None and original.num_ws is not None and original.num_ws != lg.num_ws:
         raise UsageError(f"{original.path} is for a generator with num_ws {original.num_ws}; {cfg.gen} has {lg.num_ws}")
     labeler_cfg = replace(cfg.labeler, classifiers=_default_classifiers(cfg, original, world))
     if labeler_cfg.source == "tipzs" and not labeler_cfg.tip_dataset and world is not None:
@@ -293,6 +313,8 @@ def train_bottleneck(
         unknown = cfg.unknown_dims
     elif original is not None:
         unknown = original.spec.unknown
+    elif ddpm:
+        unknown = 40 if cfg.kind == "cbae" else 0
     else:
         unknown = min(40, lg.w_dim // 4) if cfg.kind == "cbae" else 0
     values = ()
@@ -300,7 +322,17 @@ def train_bottleneck(
         values = original.spec.values
     spec = ConceptSpec(names=tuple(labeler.concepts), sizes=tuple(labeler.num_classes), unknown=unknown, values=values,
                        aliases=original.spec.aliases if original is not None and len(original.spec.aliases) == len(labeler.concepts) else ())
-    model = build(cfg.kind, spec, lg.w_dim, lg.num_ws, hidden=cfg.hidden, depth=cfg.depth).to(device).train()
+    hidden = cfg.hidden or (original.w_dim if ddpm and original is not None else None)  # DDPM configs: latent_noise_dim is the width
+    model = build_for(cfg.kind, spec, tuple(lg.latent_shape), hidden=hidden, depth=cfg.depth).to(device).train()
+    trainer = images = None
+    data_info: dict = {}
+    if ddpm:
+        from engine.train.ddpm import DDPMTrainer, open_training_images
+
+        trainer = DDPMTrainer(lg, max_t=cfg.max_t, mixed_precision=cfg.mixed_precision)
+        images, data_info = open_training_images(cfg.train_images or cfg.real, cfg.dataset, cfg.data_root, lg.resolution, cfg.seed)
+        if cfg.batch_size > len(images):
+            raise UsageError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(images)} images)")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     opt_int = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas)) if cfg.kind == "cbae" else None
     zgen = torch.Generator().manual_seed(cfg.seed)
@@ -322,11 +354,22 @@ def train_bottleneck(
             opt_int.load_state_dict(state["opt_int"])
         zgen.set_state(state["zgen"])
         torch.set_rng_state(state["torch_rng"])
+        if images is not None:
+            images.load_state(state["images"])
+            trainer.load_state_dict(state.get("trainer") or {})
         step = resumed_from = int(state["step"])
         note(f"resuming {files['checkpoint']} at step {step} of {cfg.steps}")
 
     gen_identity = identity if isinstance(identity, GeneratorIdentity) else None
-    sample_z = lg.z_from_seeds(range(cfg.sample_count))
+    if ddpm:
+        from engine.train.ddpm import ImageStream, ddpm_grid, ddpm_train_step
+
+        fixed = ImageStream(images.source, images.size, 0, flip=False)
+        grid_images = torch.stack([fixed._read(i) for i in range(min(cfg.sample_count, len(fixed)))]).float() / 127.5 - 1.0
+        make_grid = lambda path: ddpm_grid(model, trainer, grid_images, path)  # noqa: E731
+    else:
+        sample_z = lg.z_from_seeds(range(cfg.sample_count))
+        make_grid = lambda path: _grid(model, lg, sample_z, path)  # noqa: E731
     files["metrics"].parent.mkdir(parents=True, exist_ok=True)
     samples: list[str] = []
     last: dict[str, float] = {}
@@ -335,12 +378,20 @@ def train_bottleneck(
     def save() -> None:
         training = {**cfg.to_json(), "labeler": {**asdict(labeler_cfg), "prompts": list(labeler_cfg.prompts)},
                     "step": step, "pseudo_labeler": labeler.describe()}
+        if ddpm:
+            training["data"] = data_info
+            training["generator"] = {k: v for k, v in lg.describe().items() if k in ("family", "latent_shape")}
         rec = {k: v for k, v in (("eps", cfg.intervention_eps), ("stop_at", cfg.intervention_stop_at)) if v is not None}
+        if ddpm:
+            rec.setdefault("intervene_below", cfg.max_t)
         extra = {"intervention": rec} if rec else None
         save_bottleneck(files["checkpoint"], model, generator=gen_identity, training=training, extra=extra)
         state = {"step": step, "opt": opt.state_dict(), "zgen": zgen.get_state(), "torch_rng": torch.get_rng_state()}
         if opt_int is not None:
             state["opt_int"] = opt_int.state_dict()
+        if images is not None:
+            state["images"] = images.state()
+            state["trainer"] = trainer.state_dict()
         with atomic_path(files["state"]) as tmp:
             torch.save(state, tmp)
 
@@ -350,7 +401,10 @@ def train_bottleneck(
         if progress is not None:
             progress(step, cfg.steps, last)
         while step < cfg.steps:
-            m, batch_agree = train_step(model, lg, labeler, opt, opt_int, zgen, cfg.batch_size, cfg.threshold)
+            if ddpm:
+                m, batch_agree = ddpm_train_step(model, trainer, labeler, opt, opt_int, images, zgen, cfg.batch_size, cfg.threshold)
+            else:
+                m, batch_agree = train_step(model, lg, labeler, opt, opt_int, zgen, cfg.batch_size, cfg.threshold)
             agreement = batch_agree if agreement is None else 0.98 * agreement + 0.02 * batch_agree
             step += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
@@ -360,7 +414,7 @@ def train_bottleneck(
             if progress is not None:
                 progress(step, cfg.steps, {"step": step, **m})
             if cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
-                samples.append(str(_grid(model, lg, sample_z, files["samples"] / f"step{step:06d}.png")))
+                samples.append(str(make_grid(files["samples"] / f"step{step:06d}.png")))
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 save()
             if stop:
