@@ -20,6 +20,7 @@ import torch
 
 from engine.bottleneck.interventions import EditSettings, edit_latent, reference_latent
 from engine.errors import UsageError
+from engine.generators.ddpm import Sampling
 
 DEFAULT_OUT = Path("gencbm-out")
 
@@ -37,10 +38,7 @@ class InterveneConfig:
     truncation_cutoff: int | None = None
     noise_mode: str = "const"
     class_idx: int | None = None
-    scheduler: str = "ddim"  # DDPM: ddim | ddpm
-    steps: int | None = None  # DDPM: denoising steps (None: 50 for DDIM, 1000 for DDPM)
-    eta: float = 0.0  # DDPM: DDIM eta
-    intervene_below: int | None = None  # DDPM: edit at the steps t <= this (None: 400)
+    sampling: Sampling = field(default_factory=Sampling)  # DDPM: scheduler, steps, eta, intervene_below
     classifiers: tuple[str, ...] = ()  # classifier sets whose judgement of each image joins results.json
     out_dir: Path | None = None  # None: ./gencbm-out
     batch_size: int = 8
@@ -108,6 +106,9 @@ def open_bottleneck(gen: str, cbae: str | None, cc: str | None, config: str | No
                                   force=force, device=device)
     if shape is not None and tuple(model.latent_shape) != shape:
         raise UsageError(f"the bottleneck expects latents {list(model.latent_shape)} but {gen} makes {list(shape)}")
+    rec = (meta.get("intervention") or {}).get("intervene_below")
+    if getattr(lg, "family", "") == "ddpm" and not lg.intervene_below_given and rec is not None:
+        lg.intervene_below = int(rec)  # the t range the bottleneck was trained on (train --max-t)
     return model, meta, value
 
 
@@ -131,8 +132,7 @@ def intervene(config: InterveneConfig, progress: Callable[[int, int], None] | No
     device = resolve_device(config.device)
     gen = config.gen or "toyfaces"
     lg = open_generator(gen, device=device, truncation_psi=config.truncation_psi, truncation_cutoff=config.truncation_cutoff,
-                        noise_mode=config.noise_mode, class_idx=config.class_idx, scheduler=config.scheduler,
-                        steps=config.steps, eta=config.eta, intervene_below=config.intervene_below)
+                        noise_mode=config.noise_mode, class_idx=config.class_idx, **config.sampling.kwargs())
     model, meta, where = open_bottleneck(gen, config.cbae, config.cc, config.config, lg, device, config.force)
     settings = config.settings.resolved(meta, default_eps=default_eps(lg))
     settings.check(model.kind)

@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import typer
 from typer.exceptions import TyperException
@@ -157,3 +157,19 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[..., None]]:
     finally:
         if "task" in state:
             progress.stop()
+
+
+# DDPM sampling options, shared by the commands that render images (ignored for StyleGAN2).
+SchedulerOpt = Annotated[str, typer.Option("--scheduler", help="DDPM: diffusers scheduler, ddim or ddpm.")]
+DdpmStepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, help="DDPM: denoising steps (default 50 for DDIM, 1000 for DDPM).")]
+EtaOpt = Annotated[float, typer.Option("--eta", min=0.0, max=1.0, help="DDPM: DDIM eta (0: deterministic).")]
+IntervenBelowOpt = Annotated[Optional[int], typer.Option("--intervene-below", min=0, help="DDPM: edit the latent at the steps with t <= this (default: the bottleneck's training --max-t, else 400).")]
+
+
+def sampling(scheduler: str, steps: Optional[int], eta: float, intervene_below: Optional[int]):
+    """engine.generators.ddpm.Sampling from the CLI options; a bad scheduler name is a usage error."""
+    from engine.generators.ddpm import SCHEDULERS, Sampling
+
+    if scheduler not in SCHEDULERS:
+        raise typer.BadParameter(f"must be one of {', '.join(SCHEDULERS)} (got {scheduler!r})", param_hint="--scheduler")
+    return Sampling(scheduler=scheduler, steps=steps, eta=eta, intervene_below=intervene_below)

@@ -8,7 +8,8 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from gencbm_cli.common import DebugOpt, JsonOpt, QuietOpt, apply_common, command, info, print_json, progress_bar
+from gencbm_cli.common import (DdpmStepsOpt, DebugOpt, EtaOpt, IntervenBelowOpt, JsonOpt, QuietOpt, SchedulerOpt, apply_common, command,
+                               info, print_json, progress_bar, sampling)
 
 evaluate_app = typer.Typer(
     help="Measure steerability and side effects, concept accuracy, or FID.",
@@ -16,7 +17,7 @@ evaluate_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-GenOpt = Annotated[str, typer.Option("--gen", "-g", help="Generator (default: the built-in toyfaces world).")]
+GenOpt = Annotated[str, typer.Option("--gen", "-g", help="Generator: StyleGAN2 (name or file) or DDPM (diffusers UNet / pipeline folder, ddpm-celebahq-256); default: the built-in toyfaces world.")]
 CbaeOpt = Annotated[Optional[str], typer.Option("--cbae", help="CB-AE checkpoint (default on toyfaces: the built-in one).")]
 CcOpt = Annotated[Optional[str], typer.Option("--cc", help="CC checkpoint instead of a CB-AE.")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="The original YAML config of an original checkpoint.")]
@@ -56,7 +57,7 @@ def steerability(
     concept: Annotated[Optional[List[str]], typer.Option("--concept", "-c", help="Concept to edit (repeatable), or all.")] = None,
     value: Annotated[str, typer.Option("--value", "-v", help="Target value: 0, 1 or both.")] = "both",
     method: Annotated[str, typer.Option("--method", "-m", help="swap, optimize or interfacegan (a linear direction per concept).")] = "optimize",
-    eps: Annotated[Optional[float], typer.Option("--eps", help="optimize: L-inf radius of the latent perturbation (default: the bottleneck's recommendation, else 0.1).")] = None,
+    eps: Annotated[Optional[float], typer.Option("--eps", help="optimize: L-inf radius of the latent perturbation (default: the bottleneck's recommendation, else 0.1; 1.0 on a DDPM).")] = None,
     iters: Annotated[int, typer.Option("--iters", min=1, help="optimize: signed-gradient steps.")] = 50,
     alpha: Annotated[float, typer.Option("--alpha", help="Blend of the edited latent with the original (1: edit only).")] = 1.0,
     optimize_on: Annotated[str, typer.Option("--optimize-on", help="optimize with a CB-AE: decoder or latent.")] = "decoder",
@@ -67,7 +68,8 @@ def steerability(
     strength: Annotated[Optional[float], typer.Option("--strength", help="interfacegan: a fixed move in projection stds instead.")] = None,
     samples: SamplesOpt = 200, batch_size: BatchOpt = 50, seed: SeedOpt = 0, trunc: TruncOpt = 1.0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for grids of successful and failed edits per row.")] = None,
-    device: DeviceOpt = "auto", force: ForceOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+    device: DeviceOpt = "auto", force: ForceOpt = False, scheduler: SchedulerOpt = "ddim", steps: DdpmStepsOpt = None,
+    eta: EtaOpt = 0.0, intervene_below: IntervenBelowOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Steerability, negative rate and side effects per (concept, value), by the original's protocol."""
     apply_common(quiet, debug)
@@ -85,6 +87,7 @@ def steerability(
         method=method, settings=EditSettings(eps=eps, iters=iters, alpha=alpha, on=optimize_on, stop_at=stop_at),
         fit_classifiers=fit_classifiers, fit_samples=fit_samples, margin=margin, strength=strength, samples=samples,
         batch_size=batch_size, seed=seed, truncation_psi=trunc, out_dir=str(out) if out else None, device=device, force=force,
+        sampling=sampling(scheduler, steps, eta, intervene_below),
     )
     with progress_bar(f"steerability ({method})", 1) as update:
         doc = evaluate_steerability(cfg, progress=update, log=info)
@@ -100,6 +103,7 @@ def accuracy(
     gen: GenOpt = "toyfaces", cbae: CbaeOpt = None, cc: CcOpt = None, config: ConfigOpt = None, classifiers: ClassifiersOpt = None,
     samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="Generated samples.")] = 1000,
     batch_size: BatchOpt = 100, seed: SeedOpt = 0, trunc: TruncOpt = 1.0, device: DeviceOpt = "auto", force: ForceOpt = False,
+    scheduler: SchedulerOpt = "ddim", steps: DdpmStepsOpt = None, eta: EtaOpt = 0.0, intervene_below: IntervenBelowOpt = None,
     json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Agreement of the bottleneck's concept predictions with the evaluator (and ground truth on toyfaces)."""
@@ -107,7 +111,8 @@ def accuracy(
     from engine.evaluate.accuracy import AccuracyConfig, evaluate_accuracy
 
     cfg = AccuracyConfig(gen=gen, cbae=cbae, cc=cc, config=str(config) if config else None, classifiers=classifiers, samples=samples,
-                         batch_size=batch_size, seed=seed, truncation_psi=trunc, device=device, force=force)
+                         batch_size=batch_size, seed=seed, truncation_psi=trunc, device=device, force=force,
+                         sampling=sampling(scheduler, steps, eta, intervene_below))
     with progress_bar("accuracy", samples) as update:
         doc = evaluate_accuracy(cfg, progress=update)
     if json_out:
@@ -146,6 +151,7 @@ def fid(
     alpha: Annotated[float, typer.Option("--alpha", help="Blend of the edited latent with the original.")] = 1.0,
     samples: Annotated[int, typer.Option("--samples", "-n", min=2, help="Generated images.")] = 10000,
     batch_size: BatchOpt = 32, seed: SeedOpt = 0, trunc: TruncOpt = 1.0, device: DeviceOpt = "auto",
+    scheduler: SchedulerOpt = "ddim", steps: DdpmStepsOpt = None, eta: EtaOpt = 0.0, intervene_below: IntervenBelowOpt = None,
     json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """FID of generated (base, reconstructed or edited) images against real ones, from streamed Inception features."""
@@ -155,7 +161,8 @@ def fid(
     cfg = FidConfig(gen=gen, cbae=cbae, config=str(config) if config else None, kind=kind, concept=concept, value=value, method=method,
                     eps=eps, iters=iters, alpha=alpha, real=str(real) if real else None, dataset=dataset,
                     data_root=str(data_root) if data_root else None, split=split, samples=samples, real_limit=real_limit,
-                    batch_size=batch_size, seed=seed, truncation_psi=trunc, device=device)
+                    batch_size=batch_size, seed=seed, truncation_psi=trunc, device=device,
+                    sampling=sampling(scheduler, steps, eta, intervene_below))
     with progress_bar(f"fid ({kind})", samples) as update:
         doc = evaluate_fid(cfg, progress=update)
     if json_out:

@@ -22,9 +22,28 @@ def _seeds(value: str) -> str:
     return value
 
 
+def _scheduler(value: str) -> str:
+    value = (value or "").strip().lower()
+    if value not in ("ddim", "ddpm"):
+        raise typer.BadParameter(f"must be ddim or ddpm (got {value!r})")
+    return value
+
+
+def _steps(value: Optional[int]) -> Optional[int]:
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"must be >= 1 (got {value})")
+    return value
+
+
+def _eta(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise typer.BadParameter(f"must be in [0, 1] (got {value})")
+    return value
+
+
 @command
 def generate(
-    gen: Annotated[str, typer.Option("--gen", "-g", help="Generator: artifact name or path (.pkl NVIDIA pickle, .safetensors).")],
+    gen: Annotated[str, typer.Option("--gen", "-g", help="Generator: artifact name (e.g. stylegan2-celebahq-256, ddpm-celebahq-256) or path: .pkl NVIDIA pickle, .safetensors, or a diffusers UNet2DModel folder / pipeline folder with unet/ (a DDPM).")],
     seeds: Annotated[str, typer.Option("--seeds", "-s", callback=_seeds, help="Seeds, e.g. 0-3,7 (z as NVIDIA's gen_images.py).")] = "0-3",
     class_idx: Annotated[Optional[int], typer.Option("--class", help="Class label for conditional generators.")] = None,
     trunc: Annotated[float, typer.Option("--trunc", help="Truncation psi (1 = none).")] = 1.0,
@@ -40,6 +59,10 @@ def generate(
     cc: Annotated[Optional[str], typer.Option("--cc", help="CC whose concept probabilities explain each image.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="The original YAML config of an original --cbae/--cc checkpoint.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Use a bottleneck trained for another generator anyway.")] = False,
+    scheduler: Annotated[str, typer.Option("--scheduler", callback=_scheduler, help="DDPM: sampler, ddim or ddpm (diffusers' schedulers, default settings).")] = "ddim",
+    steps: Annotated[Optional[int], typer.Option("--steps", callback=_steps, help="DDPM: denoising steps (default 50 for DDIM, 1000 for DDPM).")] = None,
+    eta: Annotated[float, typer.Option("--eta", callback=_eta, help="DDPM: DDIM eta in [0, 1] (0 = deterministic).")] = 0.0,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Keep seeds whose seedNNNN.png is already in --out (resume an interrupted run).")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -57,16 +80,18 @@ def generate(
         truncation_cutoff=trunc_cutoff, noise_mode=noise_mode, grid=grid, batch_size=batch_size,
         device=device, pickle_key=pickle_key, classifiers=tuple(classifiers or ()),
         cbae=cbae, cc=cc, config=str(config) if config else None, force=force,
+        scheduler=scheduler, steps=steps, eta=eta, skip_existing=skip_existing,
     )
     with progress_bar("generating", len(config.seeds)) as update:
         result = run_generate(config, progress=update)
     if json_out:
         print_json(result.to_json())
         return
+    skipped = sum(1 for image in result.images if image.get("skipped"))
     for image in result.images:
         typer.echo(image["path"])
     if result.grid:
         typer.echo(result.grid)
     if result.settings.get("annotated_grid"):
         typer.echo(result.settings["annotated_grid"])
-    info(f"{len(result.images)} image(s) in {out}")
+    info(f"{len(result.images)} image(s) in {out}" + (f" ({skipped} already there, skipped)" if skipped else ""))

@@ -8,7 +8,8 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from gencbm_cli.common import DebugOpt, JsonOpt, QuietOpt, apply_common, command, info, print_json, progress_bar
+from gencbm_cli.common import (DdpmStepsOpt, DebugOpt, EtaOpt, IntervenBelowOpt, JsonOpt, QuietOpt, SchedulerOpt, apply_common, command,
+                               info, print_json, progress_bar, sampling)
 from gencbm_cli.generate import _seeds
 
 
@@ -16,12 +17,12 @@ from gencbm_cli.generate import _seeds
 def intervene(
     concept: Annotated[List[str], typer.Option("--concept", "-c", help="Concept to edit (repeatable; pairs with --value in order).")],
     value: Annotated[List[int], typer.Option("--value", "-v", help="Target value of the concept (1: present, 0: absent for binary concepts).")],
-    gen: Annotated[Optional[str], typer.Option("--gen", "-g", help="Generator (default: the built-in toyfaces world and its CB-AE).")] = None,
+    gen: Annotated[Optional[str], typer.Option("--gen", "-g", help="Generator: StyleGAN2 (name or file) or DDPM (diffusers UNet / pipeline folder, ddpm-celebahq-256); default: the built-in toyfaces world and its CB-AE.")] = None,
     cbae: Annotated[Optional[str], typer.Option("--cbae", help="CB-AE checkpoint: ours (.safetensors), the original's (.pt) or a registry name.")] = None,
     cc: Annotated[Optional[str], typer.Option("--cc", help="CC checkpoint: ours, the original's or a registry name.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="The original YAML config of an original checkpoint.")] = None,
     method: Annotated[str, typer.Option("--method", "-m", help="swap (CB-AE logit swap) or optimize (signed-gradient steps on the latent).")] = "swap",
-    eps: Annotated[Optional[float], typer.Option("--eps", help="optimize: L-inf radius of the latent perturbation (default: the bottleneck's recommendation, else 0.1).")] = None,
+    eps: Annotated[Optional[float], typer.Option("--eps", help="optimize: L-inf radius of the latent perturbation (default: the bottleneck's recommendation, else 0.1; 1.0 on a DDPM).")] = None,
     iters: Annotated[int, typer.Option("--iters", min=1, help="optimize: signed-gradient steps.")] = 50,
     step: Annotated[Optional[float], typer.Option("--step", help="optimize: step size (default 2.5 * eps / iters).")] = None,
     stop_at: Annotated[Optional[float], typer.Option("--stop-at", help="optimize: stop a sample once every target has this probability (1: never stop early; default: the bottleneck's recommendation, else 0.99).")] = None,
@@ -37,6 +38,10 @@ def intervene(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Seeds per batch.")] = 8,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Use a bottleneck trained for another generator anyway.")] = False,
+    scheduler: SchedulerOpt = "ddim",
+    steps: DdpmStepsOpt = None,
+    eta: EtaOpt = 0.0,
+    intervene_below: IntervenBelowOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -56,6 +61,7 @@ def intervene(
         settings=EditSettings(method=method, eps=eps, iters=iters, step=step, stop_at=stop_at, on=optimize_on, alpha=alpha),
         seeds=tuple(parse_seeds(seeds)), truncation_psi=trunc, truncation_cutoff=trunc_cutoff, noise_mode=noise_mode,
         class_idx=class_idx, classifiers=tuple(classifiers or ()), out_dir=out, batch_size=batch_size, device=device, force=force,
+        sampling=sampling(scheduler, steps, eta, intervene_below),
     )
     with progress_bar("intervening", len(cfg.seeds)) as update:
         result = run(cfg, progress=update)

@@ -11,14 +11,14 @@ from typing_extensions import Annotated
 
 from gencbm_cli.common import DebugOpt, JsonOpt, QuietOpt, apply_common, command, info, print_json, progress_bar
 
-GenOpt = Annotated[str, typer.Option("--gen", "-g", help="Generator: registry name (stylegan2-celebahq-256), built-in name (toyfaces) or file.")]
+GenOpt = Annotated[str, typer.Option("--gen", "-g", help="Generator: registry name (stylegan2-celebahq-256, ddpm-celebahq-256), built-in name (toyfaces), StyleGAN2 file, or diffusers UNet / pipeline folder.")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="The original project's YAML config (concepts, unknown dims, threshold).")]
 PseudoOpt = Annotated[str, typer.Option("--pseudo-label", "-p", help="Pseudo-label source: supervised, clipzs (CLIP zero-shot) or tipzs (TIP-Adapter).")]
 ClassifiersOpt = Annotated[Optional[str], typer.Option("--classifiers", help="supervised: classifier set, name or folder (default: toyfaces-pseudo on toyfaces, the original's ResNets for its configs).")]
 ConceptsOpt = Annotated[Optional[List[str]], typer.Option("--concepts", "--concept", "-c", help="Concepts to learn (repeatable or A,B,C; default: the config's or the classifier set's).")]
-UnknownOpt = Annotated[Optional[int], typer.Option("--unknown-dims", min=0, help="Unconstrained latent dims beside the concepts (default: the config's; CB-AE min(40, w_dim/4), CC 0).")]
+UnknownOpt = Annotated[Optional[int], typer.Option("--unknown-dims", min=0, help="Unconstrained latent dims beside the concepts (default: the config's; CB-AE min(40, w_dim/4), 40 on a DDPM; CC 0).")]
 StepsOpt = Annotated[int, typer.Option("--steps", "-n", min=1, help="Optimisation steps in all (a resumed run continues to this).")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=2, help="Generated images per step.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=2, help="Images per step (generated; DDPM: training images).")]
 LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate.")]
 BetasOpt = Annotated[str, typer.Option("--betas", help="Adam betas, as B1,B2.")]
 ThresholdOpt = Annotated[float, typer.Option("--threshold", help="Ignore pseudo-labels whose top-1 probability is below this (a --config sets its own).")]
@@ -27,7 +27,7 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run save
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Start over even though --out exists.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of initialisation, sampling and interventions.")]
-HiddenOpt = Annotated[Optional[int], typer.Option("--hidden", min=1, help="Hidden width (default: w_dim, as the original).")]
+HiddenOpt = Annotated[Optional[int], typer.Option("--hidden", min=1, help="Hidden width (default: w_dim on StyleGAN2, 512 on a DDPM, as the original).")]
 DepthOpt = Annotated[int, typer.Option("--depth", min=0, help="Hidden blocks (Linear, LeakyReLU, BatchNorm).")]
 TruncOpt = Annotated[float, typer.Option("--trunc", help="Truncation psi when sampling training latents (1: none).")]
 LogEveryOpt = Annotated[int, typer.Option("--log-every", min=1, help="Steps between metric lines in RUN.metrics.jsonl.")]
@@ -37,7 +37,12 @@ ClipModelOpt = Annotated[str, typer.Option("--clip-model", help="clipzs/tipzs: o
 ClipPretrainedOpt = Annotated[str, typer.Option("--clip-pretrained", help="clipzs/tipzs: pretrained tag (weights from the store) or a weights file.")]
 PromptOpt = Annotated[Optional[List[str]], typer.Option("--prompt", help="clipzs/tipzs: 'Concept=prompt for 0|prompt for 1' (repeatable; default 'NOT X' / 'X').")]
 TipDatasetOpt = Annotated[Optional[str], typer.Option("--tip-dataset", help="tipzs: labelled dataset for the cache (default toyfaces on toyfaces).")]
-DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="tipzs: the dataset's folder.")]
+DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="The folder of --dataset (DDPM) or of --tip-dataset (tipzs).")]
+TrainImagesOpt = Annotated[Optional[Path], typer.Option("--train-images", help="DDPM: folder of training images, made with `gencbm generate --gen DDPM --seeds 0-31999 --out DIR --skip-existing`.")]
+RealOpt = Annotated[Optional[Path], typer.Option("--real", help="DDPM: train on a folder of real images instead.")]
+DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="DDPM: train on a dataset's train split instead (celebahq, celeba64, cub, cub64, toyfaces; folder from --data-root).")]
+MaxTOpt = Annotated[int, typer.Option("--max-t", min=2, help="DDPM: t is drawn from [1, max_t) per batch (the original: 400).")]
+MixedOpt = Annotated[bool, typer.Option("--mixed-precision/--no-mixed-precision", help="DDPM on CUDA: run the UNet in float16 autocast.")]
 ShotsOpt = Annotated[int, typer.Option("--tip-shots", min=1, help="tipzs: labelled images per concept.")]
 AlphaOpt = Annotated[float, typer.Option("--tip-alpha", help="tipzs: weight of the cache logits.")]
 BetaOpt = Annotated[float, typer.Option("--tip-beta", help="tipzs: sharpness of the cache affinities.")]
@@ -90,6 +95,9 @@ def _run(kind: str, **o) -> None:
         resume=o["resume"], overwrite=o["overwrite"], device=o["device"], seed=o["seed"], log_every=o["log_every"],
         checkpoint_every=o["checkpoint_every"], sample_every=o["sample_every"], force=o["force"],
         intervention_eps=o["intervention_eps"], intervention_stop_at=o["intervention_stop_at"],
+        train_images=str(o["train_images"]) if o["train_images"] else None, real=str(o["real"]) if o["real"] else None,
+        dataset=o["dataset"], data_root=str(o["data_root"]) if o["data_root"] else None, max_t=o["max_t"],
+        mixed_precision=o["mixed_precision"],
     )
     with progress_bar(f"train-{kind}", cfg.steps) as update:
         result = train_bottleneck(cfg, progress=lambda step, total, m: update(step, total, _fmt(m)), log=info)
@@ -110,7 +118,8 @@ def _make_command(kind: str, doc: str):
         trunc: TruncOpt = 1.0, log_every: LogEveryOpt = 10, checkpoint_every: CkptEveryOpt = 250, sample_every: SampleEveryOpt = 500,
         clip_model: ClipModelOpt = "ViT-B-16", clip_pretrained: ClipPretrainedOpt = "openai", prompt: PromptOpt = None,
         tip_dataset: TipDatasetOpt = None, data_root: DataRootOpt = None, tip_shots: ShotsOpt = 128, tip_alpha: AlphaOpt = 1.0,
-        tip_beta: BetaOpt = 5.5, intervention_eps: InterventionEpsOpt = None, intervention_stop_at: InterventionStopOpt = None, force: ForceOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+        tip_beta: BetaOpt = 5.5, train_images: TrainImagesOpt = None, real: RealOpt = None, dataset: DatasetOpt = None,
+        max_t: MaxTOpt = 400, mixed_precision: MixedOpt = True, intervention_eps: InterventionEpsOpt = None, intervention_stop_at: InterventionStopOpt = None, force: ForceOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
     ) -> None:
         apply_common(quiet, debug)
         _run(kind, **{k: v for k, v in locals().items() if k not in ("quiet", "debug", "kind")})

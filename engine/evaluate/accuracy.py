@@ -9,6 +9,7 @@ from typing import Any, Callable
 import torch
 
 from engine.errors import UsageError
+from engine.generators.ddpm import Sampling
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class AccuracyConfig:
     seed: int = 0
     truncation_psi: float = 1.0
     device: str = "auto"
+    sampling: Sampling = Sampling()  # DDPM: scheduler, steps, eta, intervene_below
     force: bool = False
 
 
@@ -37,7 +39,7 @@ def evaluate_accuracy(cfg: AccuracyConfig, progress: Callable[[int, int], None] 
     if cfg.samples < 1 or cfg.batch_size < 1:
         raise UsageError("--samples and --batch-size must be at least 1")
     device = resolve_device(cfg.device)
-    lg = open_generator(cfg.gen, device=device, truncation_psi=cfg.truncation_psi)
+    lg = open_generator(cfg.gen, device=device, truncation_psi=cfg.truncation_psi, **cfg.sampling.kwargs())
     world = lg.world
     model, meta, where = open_bottleneck(cfg.gen, cfg.cbae, cfg.cc, cfg.config, lg, device, cfg.force)
     evaluator_name = cfg.classifiers or ("oracle" if world is not None else None)

@@ -47,6 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.errors import ArtifactMissingError, CorruptFileError, GencbmError, UsageError
+from engine.generators.ddpm import Sampling
 
 STANDARD = "pytorch-fid"  # what the numbers of FIDInceptionV3 match
 INCEPTION_ARTIFACT = "inception-fid"  # registry name of pt_inception-2015-12-05-6726825d.pth
@@ -801,6 +802,7 @@ class FidConfig:
     seed: int = 0  # z ~ torch.Generator().manual_seed(seed); the result does not depend on batch_size
     truncation_psi: float = 1.0  # 1: no truncation (the usual for FID)
     device: str = "auto"  # auto | cpu | cuda[:N]
+    sampling: Sampling = Sampling()  # DDPM: scheduler, steps, eta, intervene_below
     force: bool = False  # use a bottleneck trained for another generator anyway
 
 
@@ -846,7 +848,7 @@ def evaluate_fid(cfg: FidConfig, progress: ProgressFn | None = None, inception: 
     net.eval()
     run_on = _net_device(net, device)
 
-    lg = open_generator(cfg.gen, device=device, truncation_psi=cfg.truncation_psi)
+    lg = open_generator(cfg.gen, device=device, truncation_psi=cfg.truncation_psi, **cfg.sampling.kwargs())
     latent = None
     where = None
     edit_doc = None

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from engine.errors import UsageError
+from engine.generators.ddpm import Sampling
 
 
 @dataclass
@@ -136,6 +137,7 @@ class SteerabilityConfig:
     out_dir: str | None = None  # grids of successful and failed edits per row
     examples: int = 8  # images per grid
     device: str = "auto"
+    sampling: Sampling = Sampling()  # DDPM: scheduler, steps, eta, intervene_below
     force: bool = False
 
 
@@ -167,7 +169,7 @@ def evaluate_steerability(cfg: SteerabilityConfig, progress: Callable[[int, int]
         raise UsageError("--value must be 0, 1 or both")
     note = log or (lambda m: None)
     device = resolve_device(cfg.device)
-    lg = open_generator(cfg.gen, device=device, truncation_psi=cfg.truncation_psi)
+    lg = open_generator(cfg.gen, device=device, truncation_psi=cfg.truncation_psi, **cfg.sampling.kwargs())
     toy = lg.world is not None
     model = meta = where = None
     if cfg.method != "interfacegan" or cfg.cbae or cfg.cc or toy:

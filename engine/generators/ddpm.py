@@ -140,6 +140,7 @@ class DDPMLatent:
     class_idx: int | None = None  # class label for class-conditional UNets
     num_train_timesteps: int = 1000
     info: dict[str, Any] = field(default_factory=dict)  # where it was loaded from
+    intervene_below_given: bool = False  # set by the user (else a bottleneck's recommendation may replace it)
 
     family = "ddpm"
     image_convention = "diffusers"
@@ -345,7 +346,7 @@ def ddpm_identity(name_or_path: str | os.PathLike):
 
 
 def open_ddpm(name_or_path: str | os.PathLike, *, device: str | torch.device = "cpu", scheduler: str = "ddim",
-              steps: int | None = None, eta: float = 0.0, intervene_below: int = DEFAULT_INTERVENE_BELOW,
+              steps: int | None = None, eta: float = 0.0, intervene_below: int | None = None,
               class_idx: int | None = None) -> DDPMLatent:
     folder = resolve_unet_folder(name_or_path)
     unet = load_unet(folder, device)
@@ -354,6 +355,21 @@ def open_ddpm(name_or_path: str | os.PathLike, *, device: str | torch.device = "
         if sched_cfg.is_file():
             train_steps = int(_read_json(sched_cfg).get("num_train_timesteps", 1000))
             break
-    return DDPMLatent(unet, str(name_or_path), scheduler=scheduler, steps=steps, eta=eta, intervene_below=intervene_below,
-                      class_idx=class_idx, num_train_timesteps=train_steps, info={"unet_folder": str(folder)})
+    return DDPMLatent(unet, str(name_or_path), scheduler=scheduler, steps=steps, eta=eta,
+                      intervene_below=DEFAULT_INTERVENE_BELOW if intervene_below is None else int(intervene_below),
+                      class_idx=class_idx, num_train_timesteps=train_steps, info={"unet_folder": str(folder)},
+                      intervene_below_given=intervene_below is not None)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """DDPM sampling options of a command (ignored for StyleGAN2)."""
+
+    scheduler: str = "ddim"  # ddim | ddpm
+    steps: int | None = None  # None: 50 for DDIM, 1000 for DDPM
+    eta: float = 0.0  # DDIM eta
+    intervene_below: int | None = None  # None: the bottleneck's recommendation, else 400
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler, "steps": self.steps, "eta": self.eta, "intervene_below": self.intervene_below}
 

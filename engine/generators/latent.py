@@ -131,11 +131,11 @@ def open_generator(
     """StyleGAN2Latent for a StyleGAN2 (pickle, safetensors, built-in), DDPMLatent for a diffusers
     UNet (folder, pipeline folder or a ddpm registry name); options of the other family are ignored."""
     from engine.generators import load_generator
-    from engine.generators.ddpm import DEFAULT_INTERVENE_BELOW, is_ddpm, open_ddpm
+    from engine.generators.ddpm import is_ddpm, open_ddpm
 
     if is_ddpm(name_or_path):
         return open_ddpm(name_or_path, device=device, scheduler=scheduler, steps=steps, eta=eta, class_idx=class_idx,
-                         intervene_below=DEFAULT_INTERVENE_BELOW if intervene_below is None else intervene_below)
+                         intervene_below=intervene_below)
     from engine.generators.stylegan2 import NOISE_MODES
 
     if noise_mode not in NOISE_MODES:
