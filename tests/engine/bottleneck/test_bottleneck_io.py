@@ -182,3 +182,110 @@ def test_our_checkpoint_round_trips_and_checks_the_generator(tmp_path):
         load_bottleneck(path, generator=other)
     with pytest.warns(UserWarning):
         load_bottleneck(path, generator=other, force=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# The original DDPM CB-AE (cbae_unet2d): latent [512, 8, 8] flattened, hidden 512, 8 concepts + 40 unknown.
+
+
+def _ddpm_yaml(path, *, unknown=40, hidden=512, shape=(512, 8, 8)):
+    names = ORIG_NAMES + ["unknown"]
+    outputs = [2] * 8 + [unknown]
+    path.write_text(f"""dataset:
+  name: celebahq
+  batch_size: 64
+model:
+  pretrained: google/ddpm-celebahq-256
+  type: cbae_ddpm
+  latent_shape: {list(shape)}
+  latent_noise_dim: {hidden}
+  max_timestep: 400
+  concepts:
+      concept_bins: {outputs}
+      concept_names: {names}
+      concept_output: {outputs}
+      types: {["bin"] * 8 + ["cat"]}
+train_config:
+  epochs: 50
+  recon_lr: 0.0002
+  conc_lr: 0.0002
+  betas: (.5, .99)
+  pl_prob_thresh: 0.9
+""")
+    return path
+
+
+def _original_ddpm_state(seed=0, shape=(512, 8, 8), hidden=512, total=56):
+    """A state dict in the original's DDPM CB-AE layout (Linear/LeakyReLU/BatchNorm1d x3, both ways), random statistics."""
+    torch.manual_seed(seed)
+    n = shape[0] * shape[1] * shape[2]
+    state = {}
+    for part, widths in (("encoder", [n, hidden, hidden, hidden, total]), ("decoder", [total, hidden, hidden, hidden, n])):
+        for i in range(4):
+            state[f"{part}.{3 * i}.weight"] = torch.randn(widths[i + 1], widths[i]) / widths[i] ** 0.5
+            state[f"{part}.{3 * i}.bias"] = torch.randn(widths[i + 1]) * 0.01
+            if i < 3:
+                state[f"{part}.{3 * i + 2}.weight"] = torch.rand(hidden) + 0.5
+                state[f"{part}.{3 * i + 2}.bias"] = torch.randn(hidden) * 0.1
+                state[f"{part}.{3 * i + 2}.running_mean"] = torch.randn(hidden) * 0.1
+                state[f"{part}.{3 * i + 2}.running_var"] = torch.rand(hidden) + 0.5
+                state[f"{part}.{3 * i + 2}.num_batches_tracked"] = torch.tensor(1000)
+    return state
+
+
+def _by_hand(state, part, x):
+    for i in range(4):
+        x = F.linear(x, state[f"{part}.{3 * i}.weight"], state[f"{part}.{3 * i}.bias"])
+        if i < 3:
+            x = F.leaky_relu(x, 0.1)
+            p = f"{part}.{3 * i + 2}"
+            x = F.batch_norm(x, state[p + ".running_mean"], state[p + ".running_var"], state[p + ".weight"], state[p + ".bias"], False)
+    return x
+
+
+def test_original_ddpm_cbae_loads_with_its_yaml_and_computes_as_the_original(tmp_path):
+    state = _original_ddpm_state()
+    ckpt = tmp_path / "celebahq_cbae_ddpm_mine_cbae.pt"
+    torch.save(state, ckpt)
+    model, meta = load_bottleneck(ckpt, config=_ddpm_yaml(tmp_path / "celebahq.yaml"), kind="cbae")
+    assert model.layout == "flat" and model.latent_shape == (512, 8, 8) and model.hidden == 512
+    assert model.spec.unknown == 40 and model.spec.names[3] == "Smiling" and model.spec.total == 56
+    h = torch.randn(3, 512, 8, 8)
+    with torch.no_grad():
+        logits = model.enc(h)
+        torch.testing.assert_close(logits, _by_hand(state, "encoder", h.reshape(3, -1)), rtol=1e-4, atol=1e-4)
+        swapped = swap_logits(logits, model.spec, 3, 1)
+        back = model.dec(swapped)
+        torch.testing.assert_close(back, _by_hand(state, "decoder", swapped).reshape(3, 512, 8, 8), rtol=1e-4, atol=1e-4)
+    assert meta["format"] == "original" and meta["architecture"]["latent_shape"] == [512, 8, 8]
+
+
+def test_published_ddpm_file_name_needs_no_yaml(tmp_path):
+    ckpt = tmp_path / "celebahq_cbae_ddpm_sup_pl_cls8_cbae.pt"
+    torch.save(_original_ddpm_state(seed=1), ckpt)
+    model, _ = load_bottleneck(ckpt)
+    assert model.latent_shape == (512, 8, 8) and model.spec.unknown == 40 and model.spec.names[0] == "Attractive"
+
+
+def test_original_ddpm_cbae_for_another_latent_is_refused(tmp_path):
+    ckpt = tmp_path / "x_cbae.pt"
+    torch.save(_original_ddpm_state(shape=(64, 4, 4), hidden=32), ckpt)
+    with pytest.raises(UsageError, match="1024 latent values"):
+        load_bottleneck(ckpt, config=_ddpm_yaml(tmp_path / "c.yaml", hidden=32))
+    model, _ = load_bottleneck(ckpt, config=_ddpm_yaml(tmp_path / "d.yaml", hidden=32, shape=(64, 4, 4)))
+    assert model.latent_shape == (64, 4, 4)
+
+
+def test_our_flat_checkpoint_round_trips(tmp_path):
+    from engine.bottleneck.io import build_for
+
+    spec = ConceptSpec(names=("Smiling", "Male"), sizes=(2, 2), unknown=4)
+    for kind in ("cbae", "cc"):
+        m = build_for(kind, spec, (16, 4, 4), hidden=24, depth=2)
+        path = save_bottleneck(tmp_path / f"{kind}.safetensors", m, generator=GeneratorIdentity("unet", "ab" * 32))
+        back, meta = load_bottleneck(path, kind=kind)
+        assert back.latent_shape == (16, 4, 4) and back.hidden == 24 and back.depth == 2
+        assert meta["latent"] == {"kind": "unet-mid", "shape": [16, 4, 4]}
+        h = torch.randn(2, 16, 4, 4)
+        with torch.no_grad():
+            torch.testing.assert_close(back.eval().enc(h), m.eval().enc(h))
