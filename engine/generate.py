@@ -97,32 +97,48 @@ def _check_family_options(config: GenerateConfig, ddpm: bool) -> None:
             raise UsageError(f"{', '.join(given)}: DDPM option(s), but {config.gen} is not a diffusers DDPM")
 
 
-def _pending(config: GenerateConfig, out_dir: Path) -> tuple[list[int], set[int]]:
-    """(seeds to generate, seeds skipped because their PNG exists) in the order given."""
+def _pending(config: GenerateConfig, out_dir: Path, shape: tuple[int, int, int]) -> list[int]:
+    """The seeds to generate, in the order given: all of them, or with skip_existing those without a
+    seedNNNN.png yet. Existing files are checked up front (header only: cheap) to be readable PNGs of
+    the size this generator makes, so a resumed run never mixes in another generator's images."""
     seeds = list(config.seeds)
     if not config.skip_existing:
-        return seeds, set()
-    skipped = {s for s in seeds if (out_dir / f"seed{s:04d}.png").is_file()}
-    return [s for s in seeds if s not in skipped], skipped
+        return seeds
+    todo = []
+    for seed in seeds:
+        path = out_dir / f"seed{seed:04d}.png"
+        if path.is_file():
+            _check_existing(path, shape)
+        else:
+            todo.append(seed)
+    return todo
 
 
-def _read_existing(path: Path, shape: tuple[int, ...]):
-    """A skipped seed's PNG for the grid, as [H, W, C] uint8 of the shape the generator makes."""
-    import numpy as np
+def _check_existing(path: Path, shape: tuple[int, int, int]) -> None:
     from PIL import Image
 
     from engine.errors import CorruptFileError
 
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("L" if shape[2] == 1 else "RGB"))
+            size, fmt = im.size, im.format
     except (OSError, ValueError) as exc:
         raise CorruptFileError(f"{path}: not a readable PNG ({exc}); delete it or run without --skip-existing") from None
-    arr = arr[:, :, None] if arr.ndim == 2 else arr
-    if arr.shape != tuple(shape):
-        raise UsageError(f"{path} is {arr.shape[1]}x{arr.shape[0]} but this generator makes {shape[1]}x{shape[0]}: "
+    if fmt != "PNG":
+        raise CorruptFileError(f"{path}: not a PNG ({fmt}); delete it or run without --skip-existing")
+    if size != (shape[1], shape[0]):
+        raise UsageError(f"{path} is {size[0]}x{size[1]} but this generator makes {shape[1]}x{shape[0]}: "
                          "another generator's output? (use another --out or run without --skip-existing)")
-    return arr
+
+
+def _read_existing(path: Path, shape: tuple[int, int, int]):
+    """A skipped seed's PNG for the grid, as [H, W, C] uint8 (checked by _pending)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("L" if shape[2] == 1 else "RGB"))
+    return arr[:, :, None] if arr.ndim == 2 else arr
 
 
 def _assemble(config: GenerateConfig, result: GenerateResult, out_dir: Path, made: dict[int, dict], arrays: dict[int, Any],
@@ -224,7 +240,9 @@ def _generate_ddpm(config: GenerateConfig, device, progress) -> GenerateResult:
         result.settings["intervene_below"] = lg.intervene_below  # the encoder reads the latent of the last step t <= this
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo, _ = _pending(config, out_dir)
+    c, h, w = lg.image_shape
+    shape = (h, w, c)
+    todo = _pending(config, out_dir, shape)
     made: dict[int, dict] = {}
     arrays: dict[int, Any] = {}
     total = len(todo)
@@ -250,8 +268,7 @@ def _generate_ddpm(config: GenerateConfig, device, progress) -> GenerateResult:
                 arrays[seed] = arr
         if progress is not None:
             progress(min(start + len(batch), total), total)
-    c, h, w = lg.image_shape
-    return _assemble(config, result, out_dir, made, arrays, (h, w, c), annotate=bool(classifier_sets) or bottleneck is not None)
+    return _assemble(config, result, out_dir, made, arrays, shape, annotate=bool(classifier_sets) or bottleneck is not None)
 
 
 def _generate_stylegan2(config: GenerateConfig, device, progress) -> GenerateResult:
@@ -297,7 +314,8 @@ def _generate_stylegan2(config: GenerateConfig, device, progress) -> GenerateRes
         world = World(WorldConfig.from_json(world_meta))
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo, _ = _pending(config, out_dir)
+    shape = (G.img_resolution, G.img_resolution, G.img_channels)
+    todo = _pending(config, out_dir, shape)
     made: dict[int, dict] = {}
     arrays: dict[int, Any] = {}
     total = len(todo)
@@ -320,6 +338,5 @@ def _generate_stylegan2(config: GenerateConfig, device, progress) -> GenerateRes
                     arrays[seed] = arr
             if progress is not None:
                 progress(min(start + len(batch), total), total)
-    shape = (G.img_resolution, G.img_resolution, G.img_channels)
     return _assemble(config, result, out_dir, made, arrays, shape,
                      annotate=bool(classifier_sets) or world is not None or bottleneck is not None)

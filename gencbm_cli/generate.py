@@ -8,7 +8,8 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from gencbm_cli.common import DebugOpt, JsonOpt, QuietOpt, apply_common, command, info, print_json, progress_bar
+from gencbm_cli.common import (DdpmStepsOpt, DebugOpt, EtaOpt, JsonOpt, QuietOpt, SchedulerOpt, apply_common, command, info, print_json,
+                               progress_bar, sampling)
 
 
 def _seeds(value: str) -> str:
@@ -19,25 +20,6 @@ def _seeds(value: str) -> str:
         parse_seeds(value)
     except UsageError as exc:
         raise typer.BadParameter(str(exc)) from None
-    return value
-
-
-def _scheduler(value: str) -> str:
-    value = (value or "").strip().lower()
-    if value not in ("ddim", "ddpm"):
-        raise typer.BadParameter(f"must be ddim or ddpm (got {value!r})")
-    return value
-
-
-def _steps(value: Optional[int]) -> Optional[int]:
-    if value is not None and value < 1:
-        raise typer.BadParameter(f"must be >= 1 (got {value})")
-    return value
-
-
-def _eta(value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise typer.BadParameter(f"must be in [0, 1] (got {value})")
     return value
 
 
@@ -59,9 +41,9 @@ def generate(
     cc: Annotated[Optional[str], typer.Option("--cc", help="CC whose concept probabilities explain each image.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="The original YAML config of an original --cbae/--cc checkpoint.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Use a bottleneck trained for another generator anyway.")] = False,
-    scheduler: Annotated[str, typer.Option("--scheduler", callback=_scheduler, help="DDPM: sampler, ddim or ddpm (diffusers' schedulers, default settings).")] = "ddim",
-    steps: Annotated[Optional[int], typer.Option("--steps", callback=_steps, help="DDPM: denoising steps (default 50 for DDIM, 1000 for DDPM).")] = None,
-    eta: Annotated[float, typer.Option("--eta", callback=_eta, help="DDPM: DDIM eta in [0, 1] (0 = deterministic).")] = 0.0,
+    scheduler: SchedulerOpt = "ddim",
+    steps: DdpmStepsOpt = None,
+    eta: EtaOpt = 0.0,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Keep seeds whose seedNNNN.png is already in --out (resume an interrupted run).")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -75,12 +57,13 @@ def generate(
 
     if noise_mode not in ("const", "random", "none"):
         raise typer.BadParameter(f"must be const, random or none (got {noise_mode!r})", param_hint="--noise-mode")
+    ddpm = sampling(scheduler, steps, eta, None)  # checks --scheduler
     config = GenerateConfig(
         gen=gen, seeds=tuple(parse_seeds(seeds)), out_dir=out, class_idx=class_idx, truncation_psi=trunc,
         truncation_cutoff=trunc_cutoff, noise_mode=noise_mode, grid=grid, batch_size=batch_size,
         device=device, pickle_key=pickle_key, classifiers=tuple(classifiers or ()),
         cbae=cbae, cc=cc, config=str(config) if config else None, force=force,
-        scheduler=scheduler, steps=steps, eta=eta, skip_existing=skip_existing,
+        scheduler=ddpm.scheduler, steps=ddpm.steps, eta=ddpm.eta, skip_existing=skip_existing,
     )
     with progress_bar("generating", len(config.seeds)) as update:
         result = run_generate(config, progress=update)

@@ -96,7 +96,7 @@ def test_celebahq_256_config_split_is_exact_and_latent_is_512x8x8():
     unet = UNet2DModel(**CELEBAHQ_256).eval()
     start = time.perf_counter()
     lg, outs = _split_vs_unet(unet, batch=1, t=(400,), both_forms=False)
-    print(f"celebahq-256 split + full forward, twice: {time.perf_counter() - start:.1f} s")
+    print(f"celebahq-256 split + full forward: {time.perf_counter() - start:.1f} s")
     assert tuple(lg.latent_shape) == (512, 8, 8)
     for h, split, full in outs:
         assert tuple(h.shape) == (1, 512, 8, 8)
