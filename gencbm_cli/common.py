@@ -76,8 +76,17 @@ def apply_common(quiet: bool = False, debug: bool = False) -> None:
         settings.debug = True
 
 
+def launched_rank() -> int:
+    """This process's rank under torchrun (RANK with WORLD_SIZE > 1), else 0."""
+    try:
+        return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    except ValueError:
+        return 0
+
+
 def fail(message: str, code: int) -> typer.Exit:
-    sys.stderr.write(f"gencbm: error: {message}\n")
+    rank = launched_rank()
+    sys.stderr.write(f"gencbm: error: {f'[rank {rank}] ' if rank else ''}{message}\n")
     sys.stderr.flush()
     return typer.Exit(code)
 
@@ -92,7 +101,12 @@ def command(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from engine.errors import GencbmError
 
+        quiet_rank = launched_rank() != 0  # under torchrun only rank 0 prints results and progress
+        saved_stdout = sys.stdout
         try:
+            if quiet_rank:
+                settings.quiet = True
+                sys.stdout = open(os.devnull, "w")
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort, TyperException):
             raise  # click's own usage errors and exits keep their codes
@@ -116,8 +130,26 @@ def command(func: F) -> F:
                 raise fail(f"{type(exc).__name__}: {exc}", EXIT_ERROR) from None
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise fail(f"unexpected {type(exc).__name__}: {first} (run with --debug for the traceback)", EXIT_ERROR) from None
+        finally:
+            if quiet_rank:
+                sys.stdout.close()
+                sys.stdout = saved_stdout
+            _leave_process_group()
 
     return wrapper  # type: ignore[return-value]
+
+
+def _leave_process_group() -> None:
+    """Tear down the torchrun process group a command joined (no-op otherwise)."""
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as td
+
+    if td.is_available() and td.is_initialized():
+        td.destroy_process_group()
+    import engine.distributed as D
+
+    D._STATE = None
 
 
 @contextlib.contextmanager

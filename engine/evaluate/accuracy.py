@@ -29,16 +29,18 @@ class AccuracyConfig:
 
 
 def evaluate_accuracy(cfg: AccuracyConfig, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    from engine import distributed as D
     from engine.classifiers.io import load_classifier_set
     from engine.device import resolve_device
-    from engine.evaluate.steerability import _find
+    from engine.evaluate.steerability import _find, sample_seed
     from engine.generators.latent import open_generator
     from engine.intervene import open_bottleneck
     from engine.toyfaces.world import CONCEPTS
 
     if cfg.samples < 1 or cfg.batch_size < 1:
         raise UsageError("--samples and --batch-size must be at least 1")
-    device = resolve_device(cfg.device)
+    dist = D.setup(cfg.device)
+    device = resolve_device(D.rank_device(cfg.device, dist))
     lg = open_generator(cfg.gen, device=device, truncation_psi=cfg.truncation_psi, **cfg.sampling.kwargs())
     world = lg.world
     model, meta, where = open_bottleneck(cfg.gen, cfg.cbae, cfg.cc, cfg.config, lg, device, cfg.force)
@@ -48,18 +50,18 @@ def evaluate_accuracy(cfg: AccuracyConfig, progress: Callable[[int, int], None] 
     agree_eval = {n: 0 for n in names if _find(n, evaluator)}
     agree_truth = {n: 0 for n in names if world is not None and n in CONCEPTS}
     evaluator_vs_truth = {n: 0 for n in agree_truth if n in agree_eval}
-    gen = torch.Generator().manual_seed(cfg.seed)
-    done = 0
-    while done < cfg.samples:
-        n = min(cfg.batch_size, cfg.samples - done)
-        z = lg.sample_z(n, gen)
+    mine = D.shard(range(cfg.samples), dist)  # sample i comes from seed hash(seed, i), whatever process makes it
+    for start in range(0, len(mine), cfg.batch_size):
+        idx = mine[start : start + cfg.batch_size]
+        batch_seeds = [sample_seed(cfg.seed, 0, i) for i in idx]
+        z = lg.z_from_seeds(batch_seeds)
         seen: dict[str, torch.Tensor] = {}
 
         def record(h):  # StyleGAN2: w; DDPM: the mid-block latent at the last step t <= intervene_below
             seen["latent"] = h.detach()
             return h
 
-        imgs = lg.render(z, record)
+        imgs = lg.render(z, record, seeds=batch_seeds)
         with torch.no_grad():
             logits = model.enc(seen["latent"])
             pred = {name: logits[:, model.spec.group(k)].argmax(dim=1).cpu() for k, name in enumerate(names)}
@@ -72,9 +74,13 @@ def evaluate_accuracy(cfg: AccuracyConfig, progress: Callable[[int, int], None] 
             agree_truth[name] += int((pred[name] == t).sum())
             if name in evaluator_vs_truth:
                 evaluator_vs_truth[name] += int((judged[name] == t).sum())
-        done += n
         if progress is not None:
-            progress(done, cfg.samples)
+            progress(min(cfg.samples, (start + len(idx)) * dist.world_size), cfg.samples)
+    keys = [("e", n) for n in agree_eval] + [("t", n) for n in agree_truth] + [("v", n) for n in evaluator_vs_truth]
+    tables = {"e": agree_eval, "t": agree_truth, "v": evaluator_vs_truth}
+    summed = D.all_reduce_sum([tables[t][n] for t, n in keys], dist)  # counts of every rank
+    for (t, n), x in zip(keys, summed.tolist()):
+        tables[t][n] = int(round(x))
     r = lambda x: round(x / cfg.samples, 4)  # noqa: E731
     rows = []
     for name in names:

@@ -9,12 +9,15 @@ For each row (concept c, target value v) and N generated samples:
   negative rate   = samples whose reference had v and whose edit lost it / samples whose reference had v;
   side effects    = per other concept, the share of samples whose evaluator prediction flipped;
   mean pixel change = mean |edit - reference| over pixels, images in [0, 1].
-Samples are drawn from a torch.Generator seeded by (seed, row), so every row and every method sees
-the same latents for a given seed; memory stays constant in N (batches are reduced to counts).
+Sample i of a row is made from seed hash(seed, row, i) (`sample_seed`), so every method sees the same
+latents for a given seed, and the numbers do not depend on the batch size or on how many processes
+share the work: under torchrun each rank takes every world_size-th sample and the counts are summed
+over the ranks. Memory stays constant in N (batches are reduced to counts).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -55,58 +58,74 @@ def evaluator_predictions(evaluator: dict[str, Any], images: torch.Tensor) -> di
     return out
 
 
+def sample_seed(seed: int, row: int, index: int) -> int:
+    """The seed of sample `index` of a row: a hash of (seed, row, index), so a sample's latent (and a
+    DDPM's step noise) depends on its index alone, not on the batch or the process that makes it."""
+    digest = hashlib.sha256(f"gencbm-eval/{seed}/{row}/{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
 def evaluate_row(
     concept: str,  # the evaluator's and the editor's name of the concept
     value: int,
     *,
-    sample_z: Callable[[int, torch.Generator], torch.Tensor],  # (n, generator) -> z (StyleGAN2 z, DDPM x_T)
+    z_from_seeds: Callable[[list[int]], torch.Tensor],  # seeds -> z (StyleGAN2 z, DDPM x_T)
     reference: Callable[[torch.Tensor], torch.Tensor] | None,  # latent -> reference latent; None: the latent itself
     edit: Callable[[torch.Tensor], torch.Tensor],  # latent -> edited latent
-    render: Callable[..., torch.Tensor],  # render(z, edit) -> image [B, C, H, W] in [-1, 1] (the generator's)
+    render: Callable[..., torch.Tensor],  # render(z, edit, seeds=...) -> image [B, C, H, W] in [-1, 1] (the generator's)
     evaluator: dict[str, Any],  # {concept: (classifier, meta)}
     samples: int,
     batch_size: int,
-    generator: torch.Generator,
-    on_batch: Callable[[int], None] | None = None,  # called with the samples done after each batch
+    seeds: Callable[[int], int],  # sample index -> its seed
+    on_batch: Callable[[int], None] | None = None,  # called with the samples done (all ranks together, estimated) after each batch
     keep_examples: int = 0,  # keep this many (reference, edited, success) image pairs for grids
+    dist=None,  # engine.distributed.Dist: this process's share of the samples; counts are summed over ranks
 ) -> tuple[RowResult, list[tuple[torch.Tensor, torch.Tensor, bool]]]:
+    from engine import distributed as D
+
+    dist = dist or D.current()
     if concept not in evaluator:
         raise UsageError(f"the evaluator has no classifier for {concept} (it has {', '.join(evaluator)})")
     others = [c for c in evaluator if c != concept]
-    eligible = success = had = lost = done = 0
-    flips = {c: 0 for c in others}
-    pixel_sum = 0.0
-    examples: list[tuple[torch.Tensor, torch.Tensor, bool]] = []
-    while done < samples:
-        n = min(batch_size, samples - done)
-        z = sample_z(n, generator)
-        ref_img = render(z, reference)
-        edit_img = render(z, edit)
+    counts = torch.zeros(5 + len(others), dtype=torch.float64)  # eligible, success, had, lost, pixel sum, flips per other
+    examples: list[tuple[int, torch.Tensor, torch.Tensor, bool]] = []
+    mine = D.shard(range(samples), dist)
+    for start in range(0, len(mine), batch_size):
+        idx = mine[start : start + batch_size]
+        batch_seeds = [seeds(i) for i in idx]
+        z = z_from_seeds(batch_seeds)
+        ref_img = render(z, reference, seeds=batch_seeds)
+        edit_img = render(z, edit, seeds=batch_seeds)
         pr = evaluator_predictions(evaluator, ref_img)
         pe = evaluator_predictions(evaluator, edit_img)
         is_eligible = pr[concept] != value
         ok = is_eligible & (pe[concept] == value)
-        eligible += int(is_eligible.sum())
-        success += int(ok.sum())
         had_it = ~is_eligible
-        had += int(had_it.sum())
-        lost += int((had_it & (pe[concept] != value)).sum())
-        for c in others:
-            flips[c] += int((pr[c] != pe[c]).sum())
-        pixel_sum += float(((edit_img - ref_img).abs() * 0.5).float().mean(dim=(1, 2, 3)).sum())
-        for i in range(n):
-            if len(examples) < keep_examples and bool(is_eligible[i]):
-                examples.append((ref_img[i].cpu(), edit_img[i].cpu(), bool(ok[i])))
-        done += n
+        pixel = ((edit_img - ref_img).abs() * 0.5).to(torch.float64).mean(dim=(1, 2, 3)).cpu()
+        counts[0] += int(is_eligible.sum())
+        counts[1] += int(ok.sum())
+        counts[2] += int(had_it.sum())
+        counts[3] += int((had_it & (pe[concept] != value)).sum())
+        counts[4] += float(pixel.sum())
+        for j, c in enumerate(others):
+            counts[5 + j] += int((pr[c] != pe[c]).sum())
+        for b, i in enumerate(idx):
+            if len(examples) < keep_examples and bool(is_eligible[b]):
+                examples.append((i, ref_img[b].cpu(), edit_img[b].cpu(), bool(ok[b])))
         if on_batch is not None:
-            on_batch(done)
-    side = {c: flips[c] / samples for c in others}
+            on_batch(min(samples, (start + len(idx)) * dist.world_size))
+    counts = D.all_reduce_sum(counts, dist)
+    if dist.enabled and keep_examples:  # the first eligible samples by index, as one process would keep
+        examples = [e for part in D.gather_objects(examples, dist) for e in part]
+    examples = sorted(examples, key=lambda e: e[0])[:keep_examples]
+    eligible, success, had, lost = (int(round(float(x))) for x in counts[:4])
+    side = {c: float(counts[5 + j]) / samples for j, c in enumerate(others)}
     row = RowResult(
         concept=concept, value=int(value), steerability=success / eligible if eligible else None,
         negative_rate=lost / had if had else None, eligible=eligible, had_value=had, samples=samples, side_effects=side,
-        mean_side_effect=sum(side.values()) / len(side) if side else 0.0, mean_pixel_change=pixel_sum / samples,
+        mean_side_effect=sum(side.values()) / len(side) if side else 0.0, mean_pixel_change=float(counts[4]) / samples,
     )
-    return row, examples
+    return row, [(r, e, ok) for _, r, e, ok in examples]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -159,6 +178,7 @@ def evaluate_steerability(cfg: SteerabilityConfig, progress: Callable[[int, int]
     from engine.concepts import match_concept
     from engine.device import resolve_device
     from engine.generators.latent import generator_identity_of, open_generator
+    from engine import distributed as D
     from engine.intervene import default_eps, open_bottleneck
 
     if cfg.method not in METHODS:
@@ -168,7 +188,8 @@ def evaluate_steerability(cfg: SteerabilityConfig, progress: Callable[[int, int]
     if any(v not in (0, 1) for v in cfg.values) or not cfg.values:
         raise UsageError("--value must be 0, 1 or both")
     note = log or (lambda m: None)
-    device = resolve_device(cfg.device)
+    dist = D.setup(cfg.device)
+    device = resolve_device(D.rank_device(cfg.device, dist))
     lg = open_generator(cfg.gen, device=device, truncation_psi=cfg.truncation_psi, **cfg.sampling.kwargs())
     toy = lg.world is not None
     model = meta = where = None
@@ -220,7 +241,7 @@ def evaluate_steerability(cfg: SteerabilityConfig, progress: Callable[[int, int]
     grids = []
     for ci, name in enumerate(names):
         for v in cfg.values:
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2 * ci + v)
+            row_id = 2 * ci + v
             if cfg.method == "interfacegan":
                 k = names.index(name)
                 reference = None
@@ -232,15 +253,15 @@ def evaluate_steerability(cfg: SteerabilityConfig, progress: Callable[[int, int]
                 edit = lambda w, k=k, v=v: edit_latent(model, w, [(k, v)], settings)  # noqa: E731
             base = done_rows * cfg.samples
             row, examples = evaluate_row(
-                eval_of[name], v, sample_z=lg.sample_z, reference=reference, edit=edit, render=lg.render, evaluator=evaluator,
-                samples=cfg.samples, batch_size=cfg.batch_size, generator=gen,
+                eval_of[name], v, z_from_seeds=lg.z_from_seeds, reference=reference, edit=edit, render=lg.render, evaluator=evaluator,
+                samples=cfg.samples, batch_size=cfg.batch_size, seeds=lambda i, row_id=row_id: sample_seed(cfg.seed, row_id, i), dist=dist,
                 on_batch=(lambda d, base=base: progress(base + d, total)) if progress else None,
                 keep_examples=cfg.examples if cfg.out_dir else 0,
             )
             row.concept = name
             rows.append(row)
             done_rows += 1
-            if cfg.out_dir and examples:
+            if cfg.out_dir and examples and dist.is_main:
                 grids += _save_examples(Path(cfg.out_dir), name, v, examples)
     steer = [r.steerability for r in rows if r.steerability is not None]
     return {

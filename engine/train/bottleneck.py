@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -152,31 +153,63 @@ def concept_loss(logits: torch.Tensor, spec, labels: torch.Tensor, probs: torch.
     return total, used
 
 
+class LossRunner(torch.nn.Module):
+    """Runs a loss closure on the bottleneck inside forward(), so that DistributedDataParallel can wrap
+    it: every forward is followed by exactly one backward, and DDP averages the bottleneck's gradients
+    over the ranks. `forward(closure)` returns `closure(bottleneck)`."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, closure):
+        return closure(self.model)
+
+
+def optimise(runner, opt, closure, *, distributed: bool = False, backward=None):
+    """Run `closure(model) -> (loss or None, aux)` through `runner` (a LossRunner, DDP-wrapped when
+    distributed) and take one optimiser step on its loss. A None loss skips the step in one process;
+    across ranks every rank must take part, so it becomes a zero loss there. Returns aux."""
+    loss, aux = runner(closure)
+    if loss is None and distributed:
+        loss = sum(p.sum() for p in runner.parameters()) * 0.0
+    if loss is not None:
+        if backward is not None:
+            backward(loss, opt)
+        else:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return aux
+
+
 def train_step(model, lg, labeler, opt, opt_int, zgen: torch.Generator, batch_size: int,
-               threshold: float) -> tuple[dict[str, float], torch.Tensor]:
+               threshold: float, runner=None, distributed: bool = False) -> tuple[dict[str, float], torch.Tensor]:
     """One optimisation step (two for a CB-AE: reconstruction + concepts, then the intervention).
     Returns (metrics, the encoder's agreement with the pseudo-labels per concept [K])."""
+    runner = runner if runner is not None else LossRunner(model)
     spec = model.spec
     z = lg.sample_z(batch_size, zgen)
     with torch.no_grad():
         w = lg.g1(z)  # [B, num_ws, w_dim]
         x = lg.g2(w)  # [B, C, R, R]
         probs, labels = labeler.label(x)  # [B, K] each
-    logits = model.enc(w)
-    l_concept, used = concept_loss(logits, spec, labels, probs, threshold)
     m: dict[str, float] = {}
-    if model.kind == "cbae":
-        w_rec = model.dec(logits)
-        l_lat = F.mse_loss(w_rec, w)
-        l_img = F.mse_loss(lg.g2(w_rec), x)
-        loss = l_lat + l_img + (l_concept if l_concept is not None else 0.0)
-        m.update(latent_mse=float(l_lat.detach()), image_mse=float(l_img.detach()))
-    else:
-        loss = l_concept
-    if loss is not None:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+
+    def first(mod):
+        logits = mod.enc(w)
+        l_concept, used = concept_loss(logits, spec, labels, probs, threshold)
+        if mod.kind == "cbae":
+            w_rec = mod.dec(logits)
+            l_lat = F.mse_loss(w_rec, w)
+            l_img = F.mse_loss(lg.g2(w_rec), x)
+            loss = l_lat + l_img + (l_concept if l_concept is not None else 0.0)
+            m.update(latent_mse=float(l_lat.detach()), image_mse=float(l_img.detach()))
+        else:
+            loss = l_concept
+        return loss, (logits.detach(), l_concept, used)
+
+    logits, l_concept, used = optimise(runner, opt, first, distributed=distributed)
     m["concept_ce"] = float(l_concept.detach()) if l_concept is not None else float("nan")
     m["pseudo_labels_used"] = sum(used) / len(used)
     with torch.no_grad():
@@ -185,21 +218,22 @@ def train_step(model, lg, labeler, opt, opt_int, zgen: torch.Generator, batch_si
     if opt_int is not None:
         k = int(torch.randint(len(spec.names), (1,), generator=zgen))
         v = int(torch.randint(spec.sizes[k], (1,), generator=zgen))
-        with torch.no_grad():
-            swapped = swap_logits(model.enc(w), spec, k, v)
-            target = labels.clone()
-            target[:, k] = v
-        w_int = model.dec(swapped)
-        x_int = lg.g2(w_int)
-        pl_logits = labeler.logits(x_int)
-        l_pl = sum(F.cross_entropy(pl_logits[j], target[:, j]) for j in range(len(spec.names)))
-        re = model.enc(w_int)
-        l_enc = sum(F.cross_entropy(re[:, spec.group(j)], target[:, j]) for j in range(len(spec.names)))
-        l_int = l_pl + l_enc
-        opt_int.zero_grad(set_to_none=True)
-        l_int.backward()
-        opt_int.step()
-        m.update(intervention_pl_ce=float(l_pl.detach()), intervention_enc_ce=float(l_enc.detach()))
+
+        def intervention(mod):
+            with torch.no_grad():
+                swapped = swap_logits(mod.enc(w), spec, k, v)
+                target = labels.clone()
+                target[:, k] = v
+            w_int = mod.dec(swapped)
+            x_int = lg.g2(w_int)
+            pl_logits = labeler.logits(x_int)
+            l_pl = sum(F.cross_entropy(pl_logits[j], target[:, j]) for j in range(len(spec.names)))
+            re = mod.enc(w_int)
+            l_enc = sum(F.cross_entropy(re[:, spec.group(j)], target[:, j]) for j in range(len(spec.names)))
+            m.update(intervention_pl_ce=float(l_pl.detach()), intervention_enc_ce=float(l_enc.detach()))
+            return l_pl + l_enc, None
+
+        optimise(runner, opt_int, intervention, distributed=distributed)
     return m, batch_agree
 
 
@@ -268,7 +302,11 @@ def train_bottleneck(
 ) -> TrainResult:
     """Train (or resume) and return where the checkpoint is and how the run ended.
 
-    SIGINT/SIGTERM save a checkpoint and the resume state, then raise Interrupted (exit 130)."""
+    SIGINT/SIGTERM save a checkpoint and the resume state, then raise Interrupted (exit 130).
+    Under torchrun every process trains on its own batches (`batch_size` per process) with per-rank
+    seeds; the bottleneck is wrapped in DistributedDataParallel; rank 0 alone writes files; a signal on
+    any rank stops every rank at the same step, which saves once."""
+    from engine import distributed as D
     from engine.bottleneck.io import build_for, read_original_config, save_bottleneck
     from engine.bottleneck.spec import ConceptSpec
     from engine.device import resolve_device
@@ -292,8 +330,10 @@ def train_bottleneck(
             note(f"note: {original.path} is a {original.kind} config; training a {cfg.kind} with its concepts")
         cfg = replace(cfg, threshold=original.pl_prob_thresh if original.pl_prob_thresh is not None else cfg.threshold)
 
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    dist = D.setup(cfg.device)
+    main = dist.is_main
+    device = resolve_device(D.rank_device(cfg.device, dist))
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     lg = open_generator(cfg.gen, device=device, truncation_psi=cfg.truncation_psi)
     identity = generator_identity_of(cfg.gen)
     world = lg.world
@@ -330,12 +370,20 @@ def train_bottleneck(
         from engine.train.ddpm import DDPMTrainer, open_training_images
 
         trainer = DDPMTrainer(lg, max_t=cfg.max_t, mixed_precision=cfg.mixed_precision)
-        images, data_info = open_training_images(cfg.train_images or cfg.real, cfg.dataset, cfg.data_root, lg.resolution, cfg.seed)
-        if cfg.batch_size > len(images):
-            raise UsageError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(images)} images)")
+        images, data_info = open_training_images(cfg.train_images or cfg.real, cfg.dataset, cfg.data_root, lg.resolution, cfg.seed,
+                                                 rank=dist.rank, world_size=dist.world_size)
+        if cfg.batch_size * dist.world_size > len(images):
+            raise UsageError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(images)} images)"
+                             if dist.world_size == 1 else
+                             f"--batch-size {cfg.batch_size} x {dist.world_size} processes is larger than the training set ({len(images)} images)")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     opt_int = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas)) if cfg.kind == "cbae" else None
-    zgen = torch.Generator().manual_seed(cfg.seed)
+    zgen = torch.Generator().manual_seed(cfg.seed + 1_000_003 * dist.rank)  # rank 0 draws what a single process draws
+    runner = LossRunner(model)
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None)
     step = 0
     resumed_from = None
     if cfg.resume:
@@ -352,11 +400,16 @@ def train_bottleneck(
         opt.load_state_dict(state["opt"])
         if opt_int is not None:
             opt_int.load_state_dict(state["opt_int"])
-        zgen.set_state(state["zgen"])
-        torch.set_rng_state(state["torch_rng"])
+        ranks = state.get("ranks") or [{k: state[k] for k in ("zgen", "torch_rng", "images", "trainer") if k in state}]
+        if len(ranks) != dist.world_size:
+            raise UsageError(f"{files['state']} was saved by {len(ranks)} process(es); resume it with --nproc-per-node "
+                             f"{len(ranks)} (this run has {dist.world_size})")
+        mine = ranks[dist.rank]
+        zgen.set_state(mine["zgen"])
+        torch.set_rng_state(mine["torch_rng"])
         if images is not None:
-            images.load_state(state["images"])
-            trainer.load_state_dict(state.get("trainer") or {})
+            images.load_state(mine["images"])
+            trainer.load_state_dict(mine.get("trainer") or {})
         step = resumed_from = int(state["step"])
         note(f"resuming {files['checkpoint']} at step {step} of {cfg.steps}")
 
@@ -376,8 +429,16 @@ def train_bottleneck(
     agreement = None  # [K] running mean (EMA 0.98) of the encoder's agreement with the pseudo-labels
 
     def save() -> None:
+        """Every rank takes part (its RNG and data positions are gathered); rank 0 writes."""
+        mine = {"zgen": zgen.get_state(), "torch_rng": torch.get_rng_state()}
+        if images is not None:
+            mine["images"] = images.state()
+            mine["trainer"] = trainer.state_dict()
+        ranks = D.gather_objects(mine, dist)
+        if not main:
+            return
         training = {**cfg.to_json(), "labeler": {**asdict(labeler_cfg), "prompts": list(labeler_cfg.prompts)},
-                    "step": step, "pseudo_labeler": labeler.describe()}
+                    "step": step, "pseudo_labeler": labeler.describe(), "processes": dist.world_size}
         if ddpm:
             training["data"] = data_info
             training["generator"] = {k: v for k, v in lg.describe().items() if k in ("family", "latent_shape")}
@@ -386,25 +447,25 @@ def train_bottleneck(
             rec.setdefault("intervene_below", cfg.max_t)
         extra = {"intervention": rec} if rec else None
         save_bottleneck(files["checkpoint"], model, generator=gen_identity, training=training, extra=extra)
-        state = {"step": step, "opt": opt.state_dict(), "zgen": zgen.get_state(), "torch_rng": torch.get_rng_state()}
+        state = {"step": step, "opt": opt.state_dict(), **ranks[0], "ranks": ranks}
         if opt_int is not None:
             state["opt_int"] = opt_int.state_dict()
-        if images is not None:
-            state["images"] = images.state()
-            state["trainer"] = trainer.state_dict()
         with atomic_path(files["state"]) as tmp:
             torch.save(state, tmp)
 
     t0 = time.time()
     mode = "a" if cfg.resume else "w"
-    with stop_on_signals() as stop, open(files["metrics"], mode) as metrics_file:
+    metrics_path = files["metrics"] if main else os.devnull  # rank 0 alone logs
+    with stop_on_signals() as stop, open(metrics_path, mode) as metrics_file:
         if progress is not None:
             progress(step, cfg.steps, last)
         while step < cfg.steps:
             if ddpm:
-                m, batch_agree = ddpm_train_step(model, trainer, labeler, opt, opt_int, images, zgen, cfg.batch_size, cfg.threshold)
+                m, batch_agree = ddpm_train_step(model, trainer, labeler, opt, opt_int, images, zgen, cfg.batch_size, cfg.threshold,
+                                                 runner=runner, distributed=dist.enabled)
             else:
-                m, batch_agree = train_step(model, lg, labeler, opt, opt_int, zgen, cfg.batch_size, cfg.threshold)
+                m, batch_agree = train_step(model, lg, labeler, opt, opt_int, zgen, cfg.batch_size, cfg.threshold,
+                                            runner=runner, distributed=dist.enabled)
             agreement = batch_agree if agreement is None else 0.98 * agreement + 0.02 * batch_agree
             step += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
@@ -413,13 +474,15 @@ def train_bottleneck(
                 metrics_file.flush()
             if progress is not None:
                 progress(step, cfg.steps, {"step": step, **m})
-            if cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
+            if main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
                 samples.append(str(make_grid(files["samples"] / f"step{step:06d}.png")))
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            stopping = D.any_rank(bool(stop), dist) if dist.enabled else bool(stop)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
                 save()
-            if stop:
-                save()
+            if stopping:
+                D.barrier(dist)
                 raise Interrupted(f"interrupted at step {step}: saved {files['checkpoint']}; continue with --resume")
+    D.barrier(dist)  # rank 0 has written everything before any rank returns
     agreement = agreement.tolist() if agreement is not None else [float("nan")] * len(spec.names)
     if resumed_from is not None and resumed_from >= cfg.steps:
         note(f"{files['checkpoint']} already has {resumed_from} steps (--steps {cfg.steps}): nothing to do")

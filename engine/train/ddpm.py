@@ -48,11 +48,12 @@ class ImageStream:
     (seed, epoch), with random horizontal flips (the original's transform); resumable from
     `state()`. Sources: a list of image files, or a ConceptDataset (real images by name)."""
 
-    def __init__(self, source, size: int, seed: int, flip: bool = True):
+    def __init__(self, source, size: int, seed: int, flip: bool = True, rank: int = 0, world_size: int = 1):
         self.source = source
         self.size = int(size)
         self.seed = int(seed)
         self.flip = flip
+        self.rank, self.world_size = int(rank), int(world_size)  # each step takes a global batch; a rank its slice
         self.epoch = 0
         self.pos = 0
         self._order = self._perm()
@@ -76,14 +77,16 @@ class ImageStream:
         return img
 
     def next(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        if n > len(self.source):
-            raise UsageError(f"--batch-size {n} is larger than the training set ({len(self.source)} images)")
-        if self.pos + n > len(self._order):  # drop the incomplete tail, as the original's drop_last
+        total = n * self.world_size
+        if total > len(self.source):
+            raise UsageError(f"--batch-size {n} x {self.world_size} process(es) is larger than the training set ({len(self.source)} images)")
+        if self.pos + total > len(self._order):  # drop the incomplete tail, as the original's drop_last
             self.epoch += 1
             self.pos = 0
             self._order = self._perm()
-        idx = self._order[self.pos : self.pos + n]
-        self.pos += n
+        start = self.pos + self.rank * n
+        idx = self._order[start : start + n]
+        self.pos += total
         x = torch.stack([self._read(i) for i in idx]).float() / 127.5 - 1.0
         if self.flip:
             flip = torch.rand(n, generator=generator) < 0.5
@@ -99,19 +102,19 @@ class ImageStream:
 
 
 def open_training_images(train_images: str | None, dataset: str | None, data_root: str | None, size: int, seed: int,
-                         concepts=None) -> tuple[ImageStream, dict]:
+                         rank: int = 0, world_size: int = 1) -> tuple[ImageStream, dict]:
     """The DDPM training images: a folder (--train-images / --real) or a known dataset's train split (--dataset)."""
     if train_images and dataset:
         raise UsageError("pass one of --train-images/--real and --dataset")
     if train_images:
         files = list_images(train_images)
-        return ImageStream(files, size, seed), {"images": str(Path(train_images).expanduser()), "count": len(files)}
+        return ImageStream(files, size, seed, rank=rank, world_size=world_size), {"images": str(Path(train_images).expanduser()), "count": len(files)}
     if dataset:
         from engine.data import open_dataset
 
         ds = open_dataset(dataset, root=data_root, split="train")
         ds.prepare()
-        return ImageStream(ds, size, seed), {"dataset": dataset, "root": data_root, "count": len(ds)}
+        return ImageStream(ds, size, seed, rank=rank, world_size=world_size), {"dataset": dataset, "root": data_root, "count": len(ds)}
     raise UsageError("a DDPM trains on images: pass --train-images DIR (make it with `gencbm generate --gen <ddpm> "
                      "--seeds 0-31999 --out DIR --skip-existing`), --real DIR or --dataset NAME")
 
@@ -170,10 +173,11 @@ class DDPMTrainer:
 
 
 def ddpm_train_step(model, trainer: DDPMTrainer, labeler, opt, opt_int, images: ImageStream, zgen: torch.Generator,
-                    batch_size: int, threshold: float) -> tuple[dict[str, float], torch.Tensor]:
+                    batch_size: int, threshold: float, runner=None, distributed: bool = False) -> tuple[dict[str, float], torch.Tensor]:
     """One DDPM step (two for a CB-AE); returns (metrics, the encoder's agreement with the pseudo-labels [K])."""
-    from engine.train.bottleneck import concept_loss
+    from engine.train.bottleneck import LossRunner, concept_loss, optimise
 
+    runner = runner if runner is not None else LossRunner(model)
     lg = trainer.lg
     spec = model.spec
     x0 = images.next(batch_size, zgen).to(lg.device)
@@ -190,24 +194,27 @@ def ddpm_train_step(model, trainer: DDPMTrainer, labeler, opt, opt_int, images: 
         return torch.Generator().manual_seed(step_seed)
 
     m: dict[str, float] = {"t": float(t)}
-    logits = model.enc(h)
-    l_concept, used = concept_loss(logits, spec, labels, probs, threshold)
-    if model.kind == "cbae":
-        h_rec = model.dec(logits)
-        with torch.no_grad(), trainer.autocast():
-            out = lg.g2(h, ctx)
-        with trainer.autocast():
-            out_rec = lg.g2(h_rec, ctx)
-        img = trainer.step_image(out, t, x_t, step_noise())
-        img_rec = trainer.step_image(out_rec, t, x_t, step_noise())
-        l_lat = F.mse_loss(h_rec, h)
-        l_img = F.mse_loss(img, clean01) + F.mse_loss(img_rec, clean01)
-        loss = l_lat + l_img + (l_concept if l_concept is not None else 0.0)
-        m.update(latent_mse=float(l_lat.detach()), image_mse=float(l_img.detach()))
-    else:
-        loss = l_concept
-    if loss is not None:
-        trainer.backward_step(loss, opt)
+
+    def first(mod):
+        logits = mod.enc(h)
+        l_concept, used = concept_loss(logits, spec, labels, probs, threshold)
+        if mod.kind == "cbae":
+            h_rec = mod.dec(logits)
+            with torch.no_grad(), trainer.autocast():
+                out = lg.g2(h, ctx)
+            with trainer.autocast():
+                out_rec = lg.g2(h_rec, ctx)
+            img = trainer.step_image(out, t, x_t, step_noise())
+            img_rec = trainer.step_image(out_rec, t, x_t, step_noise())
+            l_lat = F.mse_loss(h_rec, h)
+            l_img = F.mse_loss(img, clean01) + F.mse_loss(img_rec, clean01)
+            loss = l_lat + l_img + (l_concept if l_concept is not None else 0.0)
+            m.update(latent_mse=float(l_lat.detach()), image_mse=float(l_img.detach()))
+        else:
+            loss = l_concept
+        return loss, (logits.detach(), l_concept, used)
+
+    logits, l_concept, used = optimise(runner, opt, first, distributed=distributed, backward=trainer.backward_step)
     m["concept_ce"] = float(l_concept.detach()) if l_concept is not None else float("nan")
     m["pseudo_labels_used"] = sum(used) / len(used)
     with torch.no_grad():
@@ -216,21 +223,24 @@ def ddpm_train_step(model, trainer: DDPMTrainer, labeler, opt, opt_int, images: 
     if opt_int is not None:
         k = int(torch.randint(len(spec.names), (1,), generator=zgen))
         v = int(torch.randint(spec.sizes[k], (1,), generator=zgen))
-        with torch.no_grad():
-            swapped = swap_logits(model.enc(h), spec, k, v)
-            target = labels.clone()
-            target[:, k] = v
-        h_int = model.dec(swapped)
-        with trainer.autocast():
-            out_int = lg.g2(h_int, ctx)
-        x_int = trainer.step_image(out_int, t, x_t, step_noise()) * 2 - 1  # the labeler reads [-1, 1]
-        pl_logits = labeler.logits(x_int)
-        l_pl = sum(F.cross_entropy(pl_logits[j], target[:, j]) for j in range(len(spec.names)))
-        re = model.enc(h_int)
-        l_enc = sum(F.cross_entropy(re[:, spec.group(j)], target[:, j]) for j in range(len(spec.names)))
-        l_int = l_pl + l_enc
-        trainer.backward_step(l_int, opt_int)
-        m.update(intervention_pl_ce=float(l_pl.detach()), intervention_enc_ce=float(l_enc.detach()))
+
+        def intervention(mod):
+            with torch.no_grad():
+                swapped = swap_logits(mod.enc(h), spec, k, v)
+                target = labels.clone()
+                target[:, k] = v
+            h_int = mod.dec(swapped)
+            with trainer.autocast():
+                out_int = lg.g2(h_int, ctx)
+            x_int = trainer.step_image(out_int, t, x_t, step_noise()) * 2 - 1  # the labeler reads [-1, 1]
+            pl_logits = labeler.logits(x_int)
+            l_pl = sum(F.cross_entropy(pl_logits[j], target[:, j]) for j in range(len(spec.names)))
+            re = mod.enc(h_int)
+            l_enc = sum(F.cross_entropy(re[:, spec.group(j)], target[:, j]) for j in range(len(spec.names)))
+            m.update(intervention_pl_ce=float(l_pl.detach()), intervention_enc_ce=float(l_enc.detach()))
+            return l_pl + l_enc, None
+
+        optimise(runner, opt_int, intervention, distributed=distributed, backward=trainer.backward_step)
     return m, batch_agree
 
 
