@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import torch
 
+from engine import distributed as D
 from engine.errors import UsageError
 from engine.generators.stylegan2 import NOISE_MODES
 
@@ -167,6 +168,15 @@ def _assemble(config: GenerateConfig, result: GenerateResult, out_dir: Path, mad
     return result
 
 
+def _gathered(made: dict[int, dict], arrays: dict[int, Any]) -> tuple[dict[int, dict], dict[int, Any]]:
+    """Every rank's manifest entries (and grid images) on rank 0; as they are in one process."""
+    dist = D.current()
+    if not dist.enabled:
+        return made, arrays
+    parts = D.gather_objects((made, arrays), dist)
+    return ({k: v for m, _ in parts for k, v in m.items()}, {k: v for _, a in parts for k, v in a.items()})
+
+
 def _entry(seed: int, path: Path, i: int, preds: dict, truth_row=None) -> dict:
     entry: dict[str, Any] = {"seed": seed, "path": str(path)}
     if truth_row is not None:
@@ -181,12 +191,14 @@ def _entry(seed: int, path: Path, i: int, preds: dict, truth_row=None) -> dict:
 
 def generate(config: GenerateConfig, progress: Callable[[int, int], None] | None = None) -> GenerateResult:
     """Write one PNG per seed (and optionally a grid); `progress(done, total)` after each batch, over
-    the seeds that are generated (not the skipped ones)."""
+    the seeds that are generated (not the skipped ones). Under torchrun each rank makes every
+    world_size-th seed; rank 0 gathers the manifest and writes the grids."""
     from engine.device import resolve_device
     from engine.generators.ddpm import is_ddpm
 
     _check(config)
-    device = resolve_device(config.device)
+    dist = D.setup(config.device)
+    device = resolve_device(D.rank_device(config.device, dist))
     ddpm = is_ddpm(config.gen)
     _check_family_options(config, ddpm)
     if ddpm:
@@ -242,7 +254,7 @@ def _generate_ddpm(config: GenerateConfig, device, progress) -> GenerateResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     c, h, w = lg.image_shape
     shape = (h, w, c)
-    todo = _pending(config, out_dir, shape)
+    todo = D.shard(_pending(config, out_dir, shape))  # under torchrun: every world_size-th seed
     made: dict[int, dict] = {}
     arrays: dict[int, Any] = {}
     total = len(todo)
@@ -268,6 +280,9 @@ def _generate_ddpm(config: GenerateConfig, device, progress) -> GenerateResult:
                 arrays[seed] = arr
         if progress is not None:
             progress(min(start + len(batch), total), total)
+    made, arrays = _gathered(made, arrays)
+    if not D.current().is_main:
+        return result  # rank 0 alone writes the grids and reports
     return _assemble(config, result, out_dir, made, arrays, shape, annotate=bool(classifier_sets) or bottleneck is not None)
 
 
@@ -315,7 +330,7 @@ def _generate_stylegan2(config: GenerateConfig, device, progress) -> GenerateRes
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shape = (G.img_resolution, G.img_resolution, G.img_channels)
-    todo = _pending(config, out_dir, shape)
+    todo = D.shard(_pending(config, out_dir, shape))  # under torchrun: every world_size-th seed
     made: dict[int, dict] = {}
     arrays: dict[int, Any] = {}
     total = len(todo)
@@ -338,5 +353,8 @@ def _generate_stylegan2(config: GenerateConfig, device, progress) -> GenerateRes
                     arrays[seed] = arr
             if progress is not None:
                 progress(min(start + len(batch), total), total)
+    made, arrays = _gathered(made, arrays)
+    if not D.current().is_main:
+        return result  # rank 0 alone writes the grids and reports
     return _assemble(config, result, out_dir, made, arrays, shape,
                      annotate=bool(classifier_sets) or world is not None or bottleneck is not None)

@@ -56,7 +56,6 @@ INPUT_SIZE = 299  # Inception-v3's input resolution
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 KINDS = ("base", "recon", "edit")
 STATS_VERSION = "gencbm-fid-stats-1"  # part of every cache key: bump when the pipeline changes
-Z_CHUNK = 256  # z is drawn in chunks of this many, so samples do not depend on --batch-size
 
 ProgressFn = Callable[[int, int], None]  # (done, total)
 
@@ -424,6 +423,34 @@ class FeatureStats:
         self._outer.addmm_(c.T, c)
         self.n += int(f.shape[0])
 
+    def merge(self, other: "FeatureStats") -> "FeatureStats":
+        """Add another accumulator's features (e.g. another rank's) to this one, re-centred on this
+        one's shift: the result is what one accumulator fed every feature would hold, to rounding."""
+        if self._fixed is not None or other._fixed is not None:
+            raise GencbmError("statistics read from a file cannot be merged")
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            self.n, self._shift, self._sum, self._outer = other.n, other._shift.clone(), other._sum.clone(), other._outer.clone()
+            return self
+        d = (other._shift - self._shift).to(self._shift.device)  # [D]
+        s_o = other._sum.to(self._shift.device)
+        self._sum += s_o + other.n * d
+        self._outer += other._outer.to(self._shift.device) + torch.outer(d, s_o) + torch.outer(s_o, d) + other.n * torch.outer(d, d)
+        self.n += other.n
+        return self
+
+    def state(self) -> dict[str, Any]:
+        """The accumulator's sums on the CPU (for gathering across ranks)."""
+        cpu = lambda t: None if t is None else t.cpu()  # noqa: E731
+        return {"n": self.n, "shift": cpu(self._shift), "sum": cpu(self._sum), "outer": cpu(self._outer)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "FeatureStats":
+        out = cls()
+        out.n, out._shift, out._sum, out._outer = int(state["n"]), state["shift"], state["sum"], state["outer"]
+        return out
+
     def mean(self) -> np.ndarray:  # [D] float64
         if self._fixed is not None:
             return self._fixed[0].copy()
@@ -733,21 +760,6 @@ def real_stats(
 # Generated images.
 
 
-class _LatentStream:
-    """z drawn from a torch.Generator in fixed chunks, handed out n at a time (independent of n)."""
-
-    def __init__(self, lg: Any, gen: torch.Generator):
-        self.lg, self.gen = lg, gen
-        self.buf: torch.Tensor | None = None  # [M, z_dim]
-
-    def take(self, n: int) -> torch.Tensor:  # -> [n, z_dim]
-        while self.buf is None or self.buf.shape[0] < n:
-            more = self.lg.sample_z(Z_CHUNK, self.gen)
-            self.buf = more if self.buf is None else torch.cat([self.buf, more])
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-
 def _to_uint8(img: torch.Tensor, convention: str = "nvidia") -> torch.Tensor:  # [B, C, H, W] in [-1, 1] -> uint8 [B, C, H, W], on its device
     """What `gencbm generate` writes, kept NCHW on the device: engine.images.to_uint8's rounding for
     StyleGAN2 (NVIDIA's), diffusers' ((x / 2 + 0.5).clamp(0, 1) * 255).round() for a DDPM."""
@@ -761,19 +773,19 @@ def generated_batches(
     lg: Any,  # a LatentGenerator (engine.generators.latent.open_generator)
     samples: int,  # images in all
     batch_size: int,
-    seed: int,  # z comes from torch.Generator().manual_seed(seed)
+    seed: int,  # sample i comes from seed hash(seed, i) (engine.evaluate.steerability.sample_seed)
     latent: Callable[[torch.Tensor], torch.Tensor] | None = None,  # w -> the latent to render (recon / edit)
+    indices: list[int] | None = None,  # the sample indices to make (this rank's share); None: all
 ) -> Iterator[torch.Tensor]:
     """Batches of generated images as uint8 [B, C, R, R], exactly the pixels the PNGs would hold."""
-    gen = torch.Generator().manual_seed(int(seed))
-    zs = _LatentStream(lg, gen)
-    done = 0
-    while done < samples:
-        n = min(batch_size, samples - done)
-        z = zs.take(n)  # [n, z_dim] (a DDPM: x_T)
-        images = lg.render(z, latent)  # [n, C, R, R] in [-1, 1]; `latent` edits w (DDPM: the mid-block latent at t <= 400)
+    from engine.evaluate.steerability import sample_seed
+
+    todo = list(range(samples)) if indices is None else list(indices)
+    for start in range(0, len(todo), batch_size):
+        seeds = [sample_seed(seed, 0, i) for i in todo[start : start + batch_size]]
+        z = lg.z_from_seeds(seeds)  # [n, z_dim] (a DDPM: x_T)
+        images = lg.render(z, latent, seeds=seeds)  # [n, C, R, R] in [-1, 1]; `latent` edits w (DDPM: the mid-block latent at t <= 400)
         yield _to_uint8(images, getattr(lg, "image_convention", "nvidia"))
-        done += n
 
 
 # ------------------------------------------------------------------------------------------------
@@ -837,13 +849,15 @@ def evaluate_fid(cfg: FidConfig, progress: ProgressFn | None = None, inception: 
     from engine.bottleneck.interventions import EditSettings, edit_latent, reference_latent
     from engine.device import resolve_device
     from engine.generators.latent import open_generator
+    from engine import distributed as D
     from engine.intervene import default_eps, open_bottleneck
 
     _check_config(cfg)
     settings = EditSettings(method=cfg.method, eps=cfg.eps, iters=cfg.iters, alpha=cfg.alpha)
     if cfg.kind == "edit":
         settings.resolved(None).check("cbae")
-    device = resolve_device(cfg.device)
+    dist = D.setup(cfg.device)
+    device = resolve_device(D.rank_device(cfg.device, dist))
     net = inception if inception is not None else load_fid_inception(device)
     net.eval()
     run_on = _net_device(net, device)
@@ -872,6 +886,8 @@ def evaluate_fid(cfg: FidConfig, progress: ProgressFn | None = None, inception: 
         if progress is not None:
             progress(done, total + cfg.samples)
 
+    if dist.enabled and not dist.is_main:
+        D.barrier(dist)  # rank 0 extracts (and caches) the real statistics first; the others then read the cache
     if cfg.real is not None and str(cfg.real).lower().endswith(".npz"):
         file = Path(cfg.real).expanduser().absolute()
         loaded = FeatureStats.from_npz(file)  # ArtifactMissingError when there is no such file
@@ -880,13 +896,20 @@ def evaluate_fid(cfg: FidConfig, progress: ProgressFn | None = None, inception: 
         real = real_stats(cfg.real, dataset=cfg.dataset, data_root=cfg.data_root, split=cfg.split, limit=cfg.real_limit,
                           inception=net, batch_size=cfg.batch_size, progress=real_progress)
 
+    if dist.enabled and dist.is_main:
+        D.barrier(dist)
     fake = FeatureStats()
     done = 0
-    for batch in generated_batches(lg, cfg.samples, cfg.batch_size, cfg.seed, latent):
+    for batch in generated_batches(lg, cfg.samples, cfg.batch_size, cfg.seed, latent, indices=D.shard(range(cfg.samples), dist)):
         fake.update(_features(net, batch, run_on))
-        done += int(batch.shape[0])
+        done += int(batch.shape[0]) * dist.world_size
         if progress is not None:
-            progress(real_done[0] + done, real_done[0] + cfg.samples)
+            progress(real_done[0] + min(done, cfg.samples), real_done[0] + cfg.samples)
+    if dist.enabled:  # every rank's features in one accumulator, in rank order
+        parts = [FeatureStats.from_state(st) for st in D.gather_objects(fake.state(), dist)]
+        fake = parts[0]
+        for part in parts[1:]:
+            fake.merge(part)
     if fake.dim != real.stats.dim:
         raise GencbmError(f"the real statistics ({real.source}) have {real.stats.dim} feature dimensions, the network gives {fake.dim}")
     fid = frechet_distance(fake.mean(), fake.cov(), real.stats.mean(), real.stats.cov())
