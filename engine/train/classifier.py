@@ -151,18 +151,21 @@ def _batches(ds, order: torch.Tensor, batch_size: int, workers: int) -> Iterator
 
 
 def evaluate(clf: nn.Module, ds, column: int, batch_size: int, workers: int, device: torch.device) -> float:
-    """Accuracy of argmax(logits) against labels[:, column] over a whole split."""
+    """Accuracy of argmax(logits) against labels[:, column] over a whole split (under torchrun each
+    rank judges every world_size-th sample and the counts are summed)."""
+    from engine import distributed as D
     from engine.data import to_unit_range
 
     if len(ds) == 0:
         raise GencbmError(f"the {ds.info.name} {ds.split} split is empty: nothing to evaluate on")
     clf.eval()
     correct = 0
+    mine = torch.tensor(D.shard(range(len(ds))), dtype=torch.long)
     with torch.no_grad():
-        for images, labels in _batches(ds, torch.arange(len(ds)), batch_size, workers):
+        for images, labels in _batches(ds, mine, batch_size, workers):
             logits = clf(to_unit_range(images).to(device))
             correct += int((logits.argmax(dim=1).cpu() == labels[:, column]).sum())
-    return correct / len(ds)
+    return float(D.all_reduce_sum([correct])[0]) / len(ds)
 
 
 def train_classifiers(
@@ -171,6 +174,7 @@ def train_classifiers(
     info: InfoFn | None = None,  # one line per epoch and per saved file
 ) -> list[dict[str, Any]]:
     """Train one classifier per concept; returns, per concept, its test accuracy and paths."""
+    from engine import distributed as D
     from engine.classifiers.networks import arch_spec
     from engine.data import dataset_info, open_dataset
     from engine.device import resolve_device
@@ -182,7 +186,8 @@ def train_classifiers(
     init = _resolve_init(config.init, spec.name)
     if init == "imagenet" and spec.name == "small-cnn":
         raise UsageError("--init imagenet: small-cnn has no ImageNet weights; use --init none")
-    device = resolve_device(config.device)
+    dist = D.setup(config.device)
+    device = resolve_device(D.rank_device(config.device, dist))
     size = spec.input_size if (spec.input_size and data.name != "toyfaces") else data.native_size
     input_size = spec.input_size or data.native_size
     wanted = None if [c.lower() for c in config.concepts] == ["all"] else list(config.concepts)
@@ -214,10 +219,15 @@ def train_classifiers(
 
 def _train_one(config, data, spec, init, device, input_size, train_ds, test_ds, column, concept, path,
                progress, say) -> dict[str, Any]:
+    from engine import distributed as D
     from engine.classifiers.concept import ConceptClassifier
     from engine.classifiers.io import classifier_meta, export_original, original_name, save_classifier
     from engine.classifiers.networks import build_network
     from engine.data import to_unit_range
+    from engine.errors import Interrupted
+    from engine.signals import stop_on_signals
+
+    dist = D.current()
 
     started = time.monotonic()
     positives = float(train_ds.labels[:, column].float().mean())
@@ -231,10 +241,16 @@ def _train_one(config, data, spec, init, device, input_size, train_ds, test_ds, 
     lr = config.lr if config.lr is not None else DEFAULT_LR
     optimizer = _make_optimizer(config.optimizer, spec.name, clf.parameters(), lr)
     criterion = nn.CrossEntropyLoss()
-    order_gen = torch.Generator().manual_seed(config.seed)
-    flip_gen = torch.Generator().manual_seed(config.seed + 1)
+    order_gen = torch.Generator().manual_seed(config.seed)  # the same order on every rank; each takes its share
+    flip_gen = torch.Generator().manual_seed(config.seed + 1 + 1_000_003 * dist.rank)
+    model = clf
+    if dist.enabled:  # gradients averaged over the ranks; batch_size is per process
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(clf, device_ids=[device.index] if device.type == "cuda" else None)
     n = len(train_ds)
-    steps = math.ceil(n / config.batch_size)
+    per_rank = n // dist.world_size if dist.enabled else n  # equal shares, so every rank takes the same number of steps
+    steps = math.ceil(per_rank / config.batch_size)
     export_path = path.with_name(original_name(data.name, concept, spec.name)) if config.export_original else None
 
     best: dict[str, Any] = {"acc": -1.0, "epoch": 0, "state": None}
@@ -248,6 +264,8 @@ def _train_one(config, data, spec, init, device, input_size, train_ds, test_ds, 
                                       "training": config.to_json()})
 
     def write(interrupted: bool) -> None:
+        if not dist.is_main:
+            return
         current = copy.deepcopy(clf.net.state_dict())
         clf.net.load_state_dict(best["state"])
         try:
@@ -257,13 +275,19 @@ def _train_one(config, data, spec, init, device, input_size, train_ds, test_ds, 
         finally:
             clf.net.load_state_dict(current)
 
+    signals = stop_on_signals()  # SIGINT/SIGTERM set the flag; every rank stops at the same step
+    stop = signals.__enter__()
     try:
         for epoch in range(1, config.epochs + 1):
             clf.train()
             order = torch.randperm(n, generator=order_gen)
+            if dist.enabled:
+                order = order[: per_rank * dist.world_size][dist.rank :: dist.world_size]
             label = f"{concept} epoch {epoch}/{config.epochs}"
             seen, loss_sum, correct, step = 0, 0.0, 0, 0
             for images, labels in _batches(train_ds, order, config.batch_size, config.workers):
+                if (D.any_rank(bool(stop), dist) if dist.enabled else bool(stop)):
+                    raise KeyboardInterrupt
                 step += 1
                 if images.shape[0] == 1 and n > 1:  # BatchNorm cannot train on a single sample
                     continue
@@ -272,7 +296,7 @@ def _train_one(config, data, spec, init, device, input_size, train_ds, test_ds, 
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
                 x = random_blur(x, config.blur_prob, flip_gen).to(device)
                 y = labels[:, column].to(device)
-                logits = clf(x)
+                logits = model(x)
                 loss = criterion(logits, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -295,7 +319,11 @@ def _train_one(config, data, spec, init, device, input_size, train_ds, test_ds, 
             say(f"{concept}: interrupted; kept epoch {best['epoch']} ({100 * best['acc']:.2f}% {test_ds.split} accuracy) in {path}")
         else:
             say(f"{concept}: interrupted before the first epoch ended; nothing saved")
+        if bool(stop):
+            raise Interrupted(f"{concept}: interrupted by a signal") from None
         raise
+    finally:
+        signals.__exit__(None, None, None)
     if best["epoch"] != epochs_done:  # record how many epochs ran in the kept file
         write(interrupted=False)
     say(f"{concept}: kept epoch {best['epoch']} ({100 * best['acc']:.2f}% {test_ds.split} accuracy): {path}")
