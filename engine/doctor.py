@@ -24,6 +24,15 @@ def _first_line(cmd: list[str]) -> str | None:
     return lines[-1] if cmd[0] == "nvcc" and lines else (lines[0] if lines else None)
 
 
+def _package_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def collect(build_ops: bool = False) -> dict[str, Any]:
     """A JSON-ready report; with build_ops, builds the CUDA ops now (compile-and-link only without a GPU)."""
     import torch
@@ -41,6 +50,9 @@ def collect(build_ops: bool = False) -> dict[str, Any]:
         "platform": platform.platform(),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
+        "diffusers": _package_version("diffusers"),
+        "open_clip": _package_version("open_clip_torch"),
+        "torch_distributed": torch.distributed.is_available(),
         "cuda_available": torch.cuda.is_available(),
         "gpus": gpus,
         "nvcc": _first_line(["nvcc", "--version"]),

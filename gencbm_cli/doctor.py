@@ -36,6 +36,8 @@ def doctor(
             ("python", report["python"]),
             ("platform", report["platform"]),
             ("torch", f"{report['torch']} (CUDA {report['torch_cuda'] or 'none'})"),
+            ("diffusers", report.get("diffusers") or "not installed (DDPM generators need it)"),
+            ("open_clip", report.get("open_clip") or "not installed (clipzs/tipzs need it)"),
             ("GPUs", gpus),
             ("nvcc", report["nvcc"] or "not found"),
             ("ninja", report["ninja"] or "not found"),
