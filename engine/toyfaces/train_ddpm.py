@@ -68,13 +68,23 @@ def save_unet_folder(unet, out: Path, meta: dict) -> None:
 
 
 def train(out: Path, *, seed: int = 0, steps: int = 100_000, minutes: float | None = None, batch_size: int = 32,
-          lr: float = 3e-4, ema: float = 0.999, warmup: int = 200, save_every: int = 250, log=print) -> dict:
+          lr: float = 3e-4, ema: float = 0.999, warmup: int = 200, save_every: int = 250, log=print,
+          init_from: Path | None = None) -> dict:
     from diffusers import DDPMScheduler
 
     from engine.toyfaces.world import World
 
     world = World()
     unet = build_toy_unet(seed).train()
+    done_before = 0
+    if init_from is not None:  # continue from saved (EMA) weights, e.g. a previous run's folder
+        from diffusers import UNet2DModel
+
+        start = UNet2DModel.from_pretrained(str(init_from), local_files_only=True, low_cpu_mem_usage=False)
+        unet.load_state_dict(start.state_dict())
+        info_file = Path(init_from) / "gencbm_training.json"
+        if info_file.is_file():
+            done_before = int(json.loads(info_file.read_text()).get("steps", 0))
     ema_unet = copy.deepcopy(unet).eval().requires_grad_(False)
     sched = DDPMScheduler(num_train_timesteps=1000)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
@@ -90,13 +100,13 @@ def train(out: Path, *, seed: int = 0, steps: int = 100_000, minutes: float | No
         x_t = sched.add_noise(x0, noise, t)
         loss = F.mse_loss(unet(x_t, t).sample, noise)
         for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / warmup)
+            g["lr"] = lr * min(1.0, (step + 1) / warmup)  # a continued run warms its fresh optimiser up again
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         with torch.no_grad():
-            decay = min(ema, (1 + step) / (10 + step))
+            decay = min(ema, (1 + step + done_before) / (10 + step + done_before))
             for pe, p in zip(ema_unet.parameters(), unet.parameters()):
                 pe.lerp_(p, 1 - decay)
         step += 1
@@ -104,11 +114,11 @@ def train(out: Path, *, seed: int = 0, steps: int = 100_000, minutes: float | No
         if step % 50 == 0:
             log(f"step {step} loss {sum(losses[-50:]) / 50:.4f} {time.time() - t0:.0f}s")
         if step % save_every == 0:
-            meta = {"steps": step, "seconds": round(time.time() - t0, 1), "batch_size": batch_size, "lr": lr, "ema": ema,
+            meta = {"steps": done_before + step, "seconds": round(time.time() - t0, 1), "batch_size": batch_size, "lr": lr, "ema": ema,
                     "seed": seed, "loss_last_500": round(sum(losses[-500:]) / len(losses[-500:]), 5),
                     "command": f"python -m engine.toyfaces.train_ddpm --seed {seed} --out {out.name}"}
             save_unet_folder(ema_unet, out, meta)
-    meta = {"steps": step, "seconds": round(time.time() - t0, 1), "batch_size": batch_size, "lr": lr, "ema": ema, "seed": seed,
+    meta = {"steps": done_before + step, "seconds": round(time.time() - t0, 1), "batch_size": batch_size, "lr": lr, "ema": ema, "seed": seed,
             "loss_last_500": round(sum(losses[-500:]) / max(1, len(losses[-500:])), 5),
             "command": f"python -m engine.toyfaces.train_ddpm --seed {seed} --out {out.name}"}
     save_unet_folder(ema_unet, out, meta)
@@ -126,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--save-every", type=int, default=250)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--init-from", type=Path, default=None, help="start from the weights of a UNet folder (continue a run)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     meta = train(a.out, seed=a.seed, steps=a.steps, minutes=a.minutes, batch_size=a.batch_size, lr=a.lr, ema=a.ema,
-                 save_every=a.save_every, log=lambda m: print(m, file=sys.stderr, flush=True))
+                 save_every=a.save_every, log=lambda m: print(m, file=sys.stderr, flush=True), init_from=a.init_from)
     print(json.dumps(meta))
     return 0
 
