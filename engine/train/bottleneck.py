@@ -209,7 +209,20 @@ def train_step(model, lg, labeler, opt, opt_int, zgen: torch.Generator, batch_si
             loss = l_concept
         return loss, (logits.detach(), l_concept, used)
 
-    logits, l_concept, used = optimise(runner, opt, first, distributed=distributed)
+    return concept_and_intervention_steps(runner, opt, opt_int, first, latent=w, render=lg.g2, labels=labels, labeler=labeler,
+                                          spec=spec, zgen=zgen, metrics=m, distributed=distributed)
+
+
+def concept_and_intervention_steps(runner, opt, opt_int, first, *, latent: torch.Tensor, render, labels: torch.Tensor, labeler,
+                                   spec, zgen: torch.Generator, metrics: dict[str, float], distributed: bool,
+                                   backward=None) -> tuple[dict[str, float], torch.Tensor]:
+    """The part of a step every generator family shares: optimiser 1 on `first` (the family's
+    reconstruction + concept losses, returning (loss, (logits, concept loss, labels used))), then for
+    a CB-AE the intervention step: a random concept k and value v, latent' = D(swap(E(latent), k, v)),
+    CE of the pseudo-labeler on render(latent') and of the encoder on latent' against the labels with
+    k set to v. Returns (metrics, the encoder's agreement with the pseudo-labels per concept [K])."""
+    m = metrics
+    logits, l_concept, used = optimise(runner, opt, first, distributed=distributed, backward=backward)
     m["concept_ce"] = float(l_concept.detach()) if l_concept is not None else float("nan")
     m["pseudo_labels_used"] = sum(used) / len(used)
     with torch.no_grad():
@@ -221,19 +234,18 @@ def train_step(model, lg, labeler, opt, opt_int, zgen: torch.Generator, batch_si
 
         def intervention(mod):
             with torch.no_grad():
-                swapped = swap_logits(mod.enc(w), spec, k, v)
+                swapped = swap_logits(mod.enc(latent), spec, k, v)
                 target = labels.clone()
                 target[:, k] = v
-            w_int = mod.dec(swapped)
-            x_int = lg.g2(w_int)
-            pl_logits = labeler.logits(x_int)
+            latent_int = mod.dec(swapped)
+            pl_logits = labeler.logits(render(latent_int))
             l_pl = sum(F.cross_entropy(pl_logits[j], target[:, j]) for j in range(len(spec.names)))
-            re = mod.enc(w_int)
+            re = mod.enc(latent_int)
             l_enc = sum(F.cross_entropy(re[:, spec.group(j)], target[:, j]) for j in range(len(spec.names)))
             m.update(intervention_pl_ce=float(l_pl.detach()), intervention_enc_ce=float(l_enc.detach()))
             return l_pl + l_enc, None
 
-        optimise(runner, opt_int, intervention, distributed=distributed)
+        optimise(runner, opt_int, intervention, distributed=distributed, backward=backward)
     return m, batch_agree
 
 

@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from engine.bottleneck.modules import swap_logits
 from engine.errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -175,7 +174,7 @@ class DDPMTrainer:
 def ddpm_train_step(model, trainer: DDPMTrainer, labeler, opt, opt_int, images: ImageStream, zgen: torch.Generator,
                     batch_size: int, threshold: float, runner=None, distributed: bool = False) -> tuple[dict[str, float], torch.Tensor]:
     """One DDPM step (two for a CB-AE); returns (metrics, the encoder's agreement with the pseudo-labels [K])."""
-    from engine.train.bottleneck import LossRunner, concept_loss, optimise
+    from engine.train.bottleneck import LossRunner, concept_and_intervention_steps, concept_loss
 
     runner = runner if runner is not None else LossRunner(model)
     lg = trainer.lg
@@ -214,34 +213,13 @@ def ddpm_train_step(model, trainer: DDPMTrainer, labeler, opt, opt_int, images: 
             loss = l_concept
         return loss, (logits.detach(), l_concept, used)
 
-    logits, l_concept, used = optimise(runner, opt, first, distributed=distributed, backward=trainer.backward_step)
-    m["concept_ce"] = float(l_concept.detach()) if l_concept is not None else float("nan")
-    m["pseudo_labels_used"] = sum(used) / len(used)
-    with torch.no_grad():
-        pred = torch.stack([logits[:, spec.group(k)].argmax(dim=1) for k in range(len(spec.names))], dim=1)
-        batch_agree = (pred == labels).float().mean(dim=0).cpu()
-    if opt_int is not None:
-        k = int(torch.randint(len(spec.names), (1,), generator=zgen))
-        v = int(torch.randint(spec.sizes[k], (1,), generator=zgen))
+    def render(h_int: torch.Tensor) -> torch.Tensor:  # one scheduler step from x_t, in [-1, 1] as the labeler reads
+        with trainer.autocast():
+            out_int = lg.g2(h_int, ctx)
+        return trainer.step_image(out_int, t, x_t, step_noise()) * 2 - 1
 
-        def intervention(mod):
-            with torch.no_grad():
-                swapped = swap_logits(mod.enc(h), spec, k, v)
-                target = labels.clone()
-                target[:, k] = v
-            h_int = mod.dec(swapped)
-            with trainer.autocast():
-                out_int = lg.g2(h_int, ctx)
-            x_int = trainer.step_image(out_int, t, x_t, step_noise()) * 2 - 1  # the labeler reads [-1, 1]
-            pl_logits = labeler.logits(x_int)
-            l_pl = sum(F.cross_entropy(pl_logits[j], target[:, j]) for j in range(len(spec.names)))
-            re = mod.enc(h_int)
-            l_enc = sum(F.cross_entropy(re[:, spec.group(j)], target[:, j]) for j in range(len(spec.names)))
-            m.update(intervention_pl_ce=float(l_pl.detach()), intervention_enc_ce=float(l_enc.detach()))
-            return l_pl + l_enc, None
-
-        optimise(runner, opt_int, intervention, distributed=distributed, backward=trainer.backward_step)
-    return m, batch_agree
+    return concept_and_intervention_steps(runner, opt, opt_int, first, latent=h, render=render, labels=labels, labeler=labeler,
+                                          spec=spec, zgen=zgen, metrics=m, distributed=distributed, backward=trainer.backward_step)
 
 
 def ddpm_grid(model, trainer: DDPMTrainer, x0: torch.Tensor, path: Path, seed: int = 0) -> Path:
