@@ -182,3 +182,39 @@ def test_bottleneck_for_another_latent_is_refused(ddpm, tmp_path):
     r = _run(["intervene", "--gen", other, "--cbae", ddpm["cbae"]["out"], "--concept", "Smiling", "--value", 1, "--seeds", 0,
               "--steps", 2, "--out", tmp_path / "x", "--device", "cpu", "--force", "--quiet"])
     assert r.exit_code == 2 and "expects latents [32, 16, 16]" in r.output
+
+
+def test_train_with_an_original_ddpm_config(ddpm, tmp_path):
+    """The original's cbae_ddpm YAML: its concepts (original words), unknown dims and width (latent_noise_dim) apply."""
+    yaml = tmp_path / "celebahq.yaml"
+    yaml.write_text("""dataset:
+  name: celebahq
+  batch_size: 4
+model:
+  pretrained: google/ddpm-celebahq-256
+  type: cbae_ddpm
+  latent_shape: [32, 16, 16]
+  latent_noise_dim: 24
+  concepts:
+    concept_bins: [2, 2, 5]
+    concept_names: ["smiling", "gender", "unknown"]
+    concept_output: [2, 2, 5]
+train_config:
+  pl_prob_thresh: 0.8
+  betas: (.5, .99)
+""")
+    out = tmp_path / "orig.safetensors"
+    r = _run(["train-cbae", "--gen", ddpm["unet"], "--config", yaml, "--train-images", ddpm["images"], "--classifiers",
+              "toyfaces-pseudo", "--steps", 1, "--batch-size", 4, "--depth", 1, "--sample-every", 0, "--out", out,
+              "--device", "cpu", "--quiet"])
+    assert r.exit_code == 0, r.output
+    from engine.bottleneck.io import load_bottleneck
+
+    model, meta = load_bottleneck(out)
+    assert model.spec.names == ("Smiling", "Male") and model.spec.unknown == 5 and model.hidden == 24
+    assert meta["training"]["threshold"] == 0.8
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.read_text().replace("[32, 16, 16]", "[512, 8, 8]"))
+    r = _run(["train-cbae", "--gen", ddpm["unet"], "--config", bad, "--train-images", ddpm["images"], "--classifiers",
+              "toyfaces-pseudo", "--steps", 1, "--out", tmp_path / "bad.safetensors", "--device", "cpu", "--quiet"])
+    assert r.exit_code == 2 and "[512, 8, 8]" in r.output
