@@ -11,7 +11,7 @@ mid-block latent [512, 8, 8], and times DDIM sampling (eta 0, diffusers' DDIMSch
   swap      : render with a swap edit (concept 0 -> 1),
   optimize  : render with an optimize edit (eps 1.0, 50 signed-gradient steps: the original's
               DDPM defaults; --stop-at 1 by default, so no sample stops early, as in the original),
-each edit at the steps with t <= --intervene-below (400: 20 of the 50 DDIM steps), with a random
+each edit at the steps with t <= --intervene-below (400: 21 of the 50 DDIM steps, t = 400, 380, ..., 0), with a random
 8-concept binary CB-AE with 40 unknown dims on the flat latent (hidden 512, depth 3).
 
 For every edited run it reports the wall time, its ratio to the plain sample, and the time spent
@@ -22,7 +22,9 @@ edit adds, since the difference of two long runs also holds the machine's noise.
 
 Each measurement runs once untimed on a short warm-up (a 1-step sample; each edit once on a random
 latent), then --repeats times (default 1 on CPU, where a 50-step sample takes minutes; 3 on CUDA);
-the median wall time (time.perf_counter, CUDA synchronised) is reported. --steps 5 gives a quick run.
+the median wall time (time.perf_counter, CUDA synchronised) is reported. The default run makes five
+50-step samples at 256 px: on 2 idle CPU cores about half an hour (a UNet step is ~6.5 s there), more
+on a busy machine; --steps 10 (about a fifth of that) or --measure (a subset) shorten it.
 """
 
 from __future__ import annotations
@@ -180,7 +182,7 @@ def main() -> None:
     results: dict[str, dict] = {}
     log("plain sample (DDPMLatent.render)")
     t_plain, times, img_plain = timed(ours, repeats, device)
-    results["plain"] = {"seconds": t_plain, "runs": times}
+    results["plain"] = {"seconds": t_plain, "runs": times, "seconds_per_step": t_plain / args.steps}
     log(f"plain: {t_plain:.2f} s")
     if "diffusers" in args.measure:
         log("diffusers DDIMPipeline")
@@ -226,7 +228,7 @@ def main() -> None:
     print(f"edits at {edit_steps} of {args.steps} steps (t <= {args.intervene_below}); CB-AE {N_CONCEPTS} concepts + {UNKNOWN} unknown "
           f"on {list(lg.latent_shape)}; optimize eps {args.eps}, {args.iters} iters, stop-at {args.stop_at}")
     print(f"{'measurement':<36}{'seconds':>10}{'ratio':>10}{'in edits s':>12}")
-    print(f"{'plain sample (DDPMLatent.render)':<36}{t_plain:>10.2f}{1.0:>10.3f}{'':>12}")
+    print(f"{'plain sample (DDPMLatent.render)':<36}{t_plain:>10.2f}{1.0:>10.3f}{'':>12}   ({t_plain / args.steps:.2f} s a step)")
     if "diffusers" in results:
         r = results["diffusers"]
         print(f"{'diffusers DDIMPipeline':<36}{r['seconds']:>10.2f}{r['ours_over_diffusers']:>10.3f}{'':>12}   (ratio: ours / diffusers)")
