@@ -17,20 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from _timing import median_time
 
 
 def main() -> None:
@@ -78,9 +67,9 @@ def main() -> None:
     def step():
         train_step(model, lg, labeler, opt, opt_int, zgen, B, 0.9)
 
-    t_plain = timed(plain, args.repeats)
-    t_needed = timed(needed, args.repeats)
-    t_step = timed(step, args.repeats)
+    t_plain = median_time(plain, args.repeats)
+    t_needed = median_time(needed, args.repeats)
+    t_step = median_time(step, args.repeats)
     print(json.dumps({
         "kind": args.kind, "batch": B, "threads": args.threads,
         "plain_forward_backward_s": round(t_plain, 4), "generator_and_labeler_work_s": round(t_needed, 4), "step_s": round(t_step, 4),

@@ -5,24 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from engine.generators import save_generator
-from engine.generators.stylegan2 import Generator
 from engine.pseudolabel.factory import LabelerConfig
-from engine.toyfaces.world import WorldConfig
 from engine.train.bottleneck import TrainBottleneckConfig, train_bottleneck
 from gencbm_cli.main import app
+from toy_generators import tiny_toy_generator
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("ev")
-    torch.manual_seed(0)
-    G = Generator(z_dim=32, c_dim=0, w_dim=16, img_resolution=8, img_channels=3, mapping_kwargs=dict(num_layers=2),
-                  channel_base=64, channel_max=16, num_fp16_res=0)
-    gen = str(save_generator(G, root / "toy.safetensors", extra={"world": WorldConfig().to_json()}))
+    gen = tiny_toy_generator(root / "toy.safetensors")
     cfg = TrainBottleneckConfig(kind="cbae", gen=gen, out=str(root / "cbae.safetensors"), steps=2, batch_size=4, device="cpu",
                                 sample_every=0, hidden=12, depth=1, labeler=LabelerConfig(classifiers="toyfaces-pseudo"),
                                 concepts=("Smiling", "Male"))

@@ -9,21 +9,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.generators import save_generator
-from engine.generators.stylegan2 import Generator
 from engine.pseudolabel.factory import LabelerConfig
-from engine.toyfaces.world import WorldConfig
 from engine.train.bottleneck import TrainBottleneckConfig, train_bottleneck
 from gencbm_cli.main import app
+from toy_generators import tiny_toy_generator
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("iv")
-    torch.manual_seed(0)
-    G = Generator(z_dim=32, c_dim=0, w_dim=16, img_resolution=8, img_channels=3, mapping_kwargs=dict(num_layers=2),
-                  channel_base=64, channel_max=16, num_fp16_res=0)
-    gen = str(save_generator(G, root / "toy.safetensors", extra={"world": WorldConfig().to_json()}))
+    gen = tiny_toy_generator(root / "toy.safetensors")
     out = {}
     for kind in ("cbae", "cc"):
         cfg = TrainBottleneckConfig(kind=kind, gen=gen, out=str(root / f"{kind}.safetensors"), steps=2, batch_size=4, device="cpu",
@@ -109,10 +104,7 @@ def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, args, code, text):
 
 def test_bottleneck_for_another_generator_is_refused(trained, tmp_path):
     _, cbae, _ = trained
-    torch.manual_seed(1)
-    G = Generator(z_dim=32, c_dim=0, w_dim=16, img_resolution=8, img_channels=3, mapping_kwargs=dict(num_layers=2),
-                  channel_base=64, channel_max=16, num_fp16_res=0)
-    other = str(save_generator(G, tmp_path / "other.safetensors"))
+    other = tiny_toy_generator(tmp_path / "other.safetensors", seed=1, world=False)
     r = _run(["intervene", "--gen", other, "--cbae", cbae, "-c", "Smiling", "-v", "1", "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and "--force" in r.output
     r = _run(["intervene", "--gen", other, "--cbae", cbae, "-c", "Smiling", "-v", "1", "--out", str(tmp_path / "o"), "--force", "--quiet"])

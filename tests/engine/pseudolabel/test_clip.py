@@ -333,16 +333,11 @@ def test_training_runs_end_to_end_with_clip_pseudo_labels(tiny, tmp_path, kind, 
     from typer.testing import CliRunner
 
     from engine.bottleneck.io import load_bottleneck
-    from engine.generators import save_generator
-    from engine.generators.stylegan2 import Generator
-    from engine.toyfaces.world import WorldConfig
     from gencbm_cli.main import app
+    from toy_generators import tiny_toy_generator
 
     path, _ = tiny
-    torch.manual_seed(0)
-    G = Generator(z_dim=32, c_dim=0, w_dim=16, img_resolution=8, img_channels=3, mapping_kwargs=dict(num_layers=2),
-                  channel_base=64, channel_max=16, num_fp16_res=0)
-    gen = save_generator(G, tmp_path / "toy.safetensors", extra={"world": WorldConfig().to_json()})
+    gen = tiny_toy_generator(tmp_path / "toy.safetensors")
     out = tmp_path / f"{kind}.safetensors"
     args = [f"train-{kind}", "--gen", str(gen), "--pseudo-label", source, "--clip-model", TINY, "--clip-pretrained", str(path),
             "--concepts", "Smiling,Male", "--prompt", "Smiling=a plain face|a smiling face", "--steps", "2", "--batch-size", "4",

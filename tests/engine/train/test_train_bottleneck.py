@@ -15,19 +15,15 @@ from safetensors.torch import load_file
 
 from engine.bottleneck import ConceptSpec
 from engine.errors import UsageError
-from engine.generators import save_generator
-from engine.generators.stylegan2 import Generator
 from engine.pseudolabel.factory import LabelerConfig
-from engine.toyfaces.world import CONCEPTS, WorldConfig
+from engine.toyfaces.world import CONCEPTS
 from engine.train.bottleneck import TrainBottleneckConfig, concept_loss, run_files, train_bottleneck
+from toy_generators import tiny_toy_generator
 
 
 @pytest.fixture(scope="module")
 def toy_gen(tmp_path_factory):
-    torch.manual_seed(0)
-    G = Generator(z_dim=32, c_dim=0, w_dim=16, img_resolution=8, img_channels=3, mapping_kwargs=dict(num_layers=2),
-                  channel_base=64, channel_max=16, num_fp16_res=0)
-    return str(save_generator(G, tmp_path_factory.mktemp("gen") / "toy.safetensors", extra={"world": WorldConfig().to_json()}))
+    return tiny_toy_generator(tmp_path_factory.mktemp("gen") / "toy.safetensors")
 
 
 def _cfg(gen, out, **kw):
