@@ -292,6 +292,10 @@ def is_ddpm(name_or_path: str | os.PathLike) -> bool:
     if p.exists():
         return p.is_dir() and unet_folder(p) is not None
     from engine.store.registry import load_registry
+    from engine.toyfaces.builtin import DDPMS
+
+    if str(name_or_path).strip().lower() in DDPMS:
+        return True
 
     art = load_registry().find(str(name_or_path))
     return art is not None and (art.settings or {}).get("family") == "ddpm"
@@ -299,8 +303,10 @@ def is_ddpm(name_or_path: str | os.PathLike) -> bool:
 
 def resolve_unet_folder(name_or_path: str | os.PathLike) -> Path:
     from engine.store.artifacts import resolve
+    from engine.toyfaces.builtin import builtin_ddpm
 
-    path = resolve(name_or_path, kinds=("generator",), what="generator")
+    builtin = builtin_ddpm(str(name_or_path)) if not Path(name_or_path).expanduser().exists() else None
+    path = builtin if builtin is not None else resolve(name_or_path, kinds=("generator",), what="generator")
     folder = unet_folder(path)
     if folder is None:
         raise UsageError(f"{path} is not a diffusers UNet2DModel folder (config.json + weights) nor a pipeline folder with unet/")
@@ -338,10 +344,16 @@ def ddpm_identity(name_or_path: str | os.PathLike):
     from engine.store.checkpoint import GeneratorIdentity
     from engine.store.registry import load_registry
 
+    from engine.toyfaces.builtin import DDPMS
+
     folder = resolve_unet_folder(name_or_path)
     text = str(name_or_path)
-    art = load_registry().find(text) if not Path(text).expanduser().exists() else None
-    name = art.name if art is not None else Path(text).expanduser().resolve().name
+    exists = Path(text).expanduser().exists()
+    art = load_registry().find(text) if not exists else None
+    if not exists and text.strip().lower() in DDPMS:
+        name = text.strip().lower()
+    else:
+        name = art.name if art is not None else Path(text).expanduser().resolve().name
     return GeneratorIdentity(name=name, sha256=weights_sha256(folder))
 
 
