@@ -27,3 +27,19 @@ finally:
     sys.path[:] = _saved
 if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny test models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's
+    barriers make them 10-50x slower (OMP_NUM_THREADS above covers a fresh process; this also covers
+    a shell that set OMP_NUM_THREADS itself). Subprocesses the tests start inherit the environment."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -28,15 +28,6 @@ from nvidia_format import tiny_generator, write_network_pickle
 SEEDS = [0, 1, 2, 5]  # --seeds 0-2,5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread (fast on a busy machine; the subprocess gets the same)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     """Own store per test, no debug from the environment, and the CLI's process-wide settings

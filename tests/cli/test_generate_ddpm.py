@@ -23,14 +23,6 @@ from gencbm_cli.main import app
 UNET_SEED = 11
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("GENCBM_HOME", str(tmp_path / "home"))

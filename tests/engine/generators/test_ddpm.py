@@ -22,14 +22,6 @@ from engine.generators.ddpm import DDPMLatent, is_ddpm
 from engine.generators.latent import open_generator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def _own_store(tmp_path, monkeypatch):
     monkeypatch.setenv("GENCBM_HOME", str(tmp_path / "home"))

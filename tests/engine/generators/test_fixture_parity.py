@@ -24,14 +24,6 @@ TOL = 1e-4
 pytestmark = pytest.mark.skipif(not (PKL.is_file() and NPZ.is_file()), reason="needs ../shared/fixtures/stylegan2 (not in a fresh clone)")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ref():
     return {k: torch.from_numpy(v) for k, v in np.load(NPZ).items()}

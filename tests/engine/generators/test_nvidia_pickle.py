@@ -34,16 +34,6 @@ from nvidia_format import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's
-    barriers make them 10-50x slower; the comparisons here are all within one process."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def _store(tmp_path, monkeypatch):
     """Every test gets its own empty artifact store."""
