@@ -230,10 +230,41 @@ def _predictions(bottleneck, latent, classifier_sets: dict, img) -> dict:
     return preds
 
 
+def _write_images(config: GenerateConfig, result: GenerateResult, shape: tuple[int, int, int], make, progress,
+                  annotate: bool) -> GenerateResult:
+    """The loop every family shares: the pending seeds (this rank's share under torchrun), per batch
+    `make(seeds) -> (uint8 images [B, H, W, C], predictions, ground-truth rows or None)`, one PNG and
+    manifest entry per seed, progress, then the manifest gathered on rank 0, which writes the grids."""
+    from engine.images import save_png
+
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = D.shard(_pending(config, out_dir, shape))  # under torchrun: every world_size-th seed
+    made: dict[int, dict] = {}
+    arrays: dict[int, Any] = {}
+    total = len(todo)
+    if progress is not None:
+        progress(0, total)
+    for start in range(0, total, config.batch_size):
+        batch = todo[start : start + config.batch_size]
+        with torch.no_grad():
+            images, preds, truth = make(batch)
+        for i, (seed, arr) in enumerate(zip(batch, images)):
+            path = save_png(arr, out_dir / f"seed{seed:04d}.png")
+            made[seed] = _entry(seed, path, i, preds, truth[i] if truth is not None else None)
+            if config.grid:  # kept only for the grid (a 32k-image run would not fit in memory)
+                arrays[seed] = arr
+        if progress is not None:
+            progress(min(start + len(batch), total), total)
+    made, arrays = _gathered(made, arrays)
+    if not D.current().is_main:
+        return result  # rank 0 alone writes the grids and reports
+    return _assemble(config, result, out_dir, made, arrays, shape, annotate=annotate)
+
+
 def _generate_ddpm(config: GenerateConfig, device, progress) -> GenerateResult:
     """A diffusers DDPM: per batch the scheduler's denoising loop from each seed's x_T."""
     from engine.generators.latent import open_generator
-    from engine.images import save_png
 
     lg = open_generator(config.gen, device=device, scheduler=config.scheduler, steps=config.steps, eta=config.eta,
                         class_idx=config.class_idx)
@@ -250,46 +281,27 @@ def _generate_ddpm(config: GenerateConfig, device, progress) -> GenerateResult:
         bottleneck, _, where = open_bottleneck(config.gen, config.cbae, config.cc, config.config, lg, device, config.force)
         result.settings["bottleneck"] = where
         result.settings["intervene_below"] = lg.intervene_below  # the encoder reads the latent of the last step t <= this
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     c, h, w = lg.image_shape
-    shape = (h, w, c)
-    todo = D.shard(_pending(config, out_dir, shape))  # under torchrun: every world_size-th seed
-    made: dict[int, dict] = {}
-    arrays: dict[int, Any] = {}
-    total = len(todo)
-    if progress is not None:
-        progress(0, total)
-    for start in range(0, total, config.batch_size):
-        batch = todo[start : start + config.batch_size]
+
+    def make(batch: list[int]):
         seen: dict[str, torch.Tensor] = {}
 
         def record(h):  # the latent at the steps t <= intervene_below; the last call is the last such step
             seen["latent"] = h.detach()
             return h
 
-        with torch.no_grad():
-            img = lg.render(lg.z_from_seeds(batch), edit=record if bottleneck is not None else None, seeds=batch)
-            if bottleneck is not None and "latent" not in seen:
-                raise UsageError(f"no denoising step has t <= {lg.intervene_below}: the bottleneck never sees a latent")
-            preds = _predictions(bottleneck, seen.get("latent"), classifier_sets, img)
-        for i, (seed, arr) in enumerate(zip(batch, lg.to_uint8(img))):
-            path = save_png(arr, out_dir / f"seed{seed:04d}.png")
-            made[seed] = _entry(seed, path, i, preds)
-            if config.grid:  # kept only for the grid (a 32k-image run would not fit in memory)
-                arrays[seed] = arr
-        if progress is not None:
-            progress(min(start + len(batch), total), total)
-    made, arrays = _gathered(made, arrays)
-    if not D.current().is_main:
-        return result  # rank 0 alone writes the grids and reports
-    return _assemble(config, result, out_dir, made, arrays, shape, annotate=bool(classifier_sets) or bottleneck is not None)
+        img = lg.render(lg.z_from_seeds(batch), edit=record if bottleneck is not None else None, seeds=batch)
+        if bottleneck is not None and "latent" not in seen:
+            raise UsageError(f"no denoising step has t <= {lg.intervene_below}: the bottleneck never sees a latent")
+        return lg.to_uint8(img), _predictions(bottleneck, seen.get("latent"), classifier_sets, img), None
+
+    return _write_images(config, result, (h, w, c), make, progress, annotate=bool(classifier_sets) or bottleneck is not None)
 
 
 def _generate_stylegan2(config: GenerateConfig, device, progress) -> GenerateResult:
     from engine.generators import load_generator
     from engine.generators.stylegan2 import one_hot, z_from_seeds
-    from engine.images import save_png, to_uint8
+    from engine.images import to_uint8
 
     G = load_generator(config.gen, device=device, pickle_key=config.pickle_key)
     if G.c_dim == 0 and config.class_idx is not None:
@@ -327,34 +339,15 @@ def _generate_stylegan2(config: GenerateConfig, device, progress) -> GenerateRes
         from engine.toyfaces.world import World, WorldConfig
 
         world = World(WorldConfig.from_json(world_meta))
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shape = (G.img_resolution, G.img_resolution, G.img_channels)
-    todo = D.shard(_pending(config, out_dir, shape))  # under torchrun: every world_size-th seed
-    made: dict[int, dict] = {}
-    arrays: dict[int, Any] = {}
-    total = len(todo)
-    if progress is not None:
-        progress(0, total)
-    with torch.no_grad():
-        for start in range(0, total, config.batch_size):
-            batch = todo[start : start + config.batch_size]
-            z = z_from_seeds(batch, G.z_dim).to(device)
-            c = one_hot(config.class_idx, G.c_dim, len(batch))
-            c = c.to(device) if c is not None else None
-            ws = G.mapping(z, c, truncation_psi=config.truncation_psi, truncation_cutoff=config.truncation_cutoff)
-            img = G.synthesis(ws, noise_mode=config.noise_mode)
-            truth = world.factors(z.cpu())[0].tolist() if world is not None else None
-            preds = _predictions(bottleneck, ws, classifier_sets, img)
-            for i, (seed, arr) in enumerate(zip(batch, to_uint8(img))):
-                path = save_png(arr, out_dir / f"seed{seed:04d}.png")
-                made[seed] = _entry(seed, path, i, preds, truth[i] if truth is not None else None)
-                if config.grid:  # kept only for the grid
-                    arrays[seed] = arr
-            if progress is not None:
-                progress(min(start + len(batch), total), total)
-    made, arrays = _gathered(made, arrays)
-    if not D.current().is_main:
-        return result  # rank 0 alone writes the grids and reports
-    return _assemble(config, result, out_dir, made, arrays, shape,
-                     annotate=bool(classifier_sets) or world is not None or bottleneck is not None)
+
+    def make(batch: list[int]):
+        z = z_from_seeds(batch, G.z_dim).to(device)
+        c = one_hot(config.class_idx, G.c_dim, len(batch))
+        c = c.to(device) if c is not None else None
+        ws = G.mapping(z, c, truncation_psi=config.truncation_psi, truncation_cutoff=config.truncation_cutoff)
+        img = G.synthesis(ws, noise_mode=config.noise_mode)
+        truth = world.factors(z.cpu())[0].tolist() if world is not None else None
+        return to_uint8(img), _predictions(bottleneck, ws, classifier_sets, img), truth
+
+    return _write_images(config, result, (G.img_resolution, G.img_resolution, G.img_channels), make, progress,
+                         annotate=bool(classifier_sets) or world is not None or bottleneck is not None)

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from typer.testing import CliRunner
 
 from engine.generators.stylegan2 import one_hot, z_from_seeds
 from gencbm_cli import common
 from gencbm_cli.main import app
 from nvidia_format import tiny_generator, write_network_pickle
+from output_checks import one_error_line, read_png, read_seeds
 
 SEEDS = [0, 1, 2, 5]  # --seeds 0-2,5
 
@@ -65,24 +65,6 @@ def expected_uint8(G, seeds, psi=1.0, cutoff=None, noise_mode="const", class_idx
             img = G(z_from_seeds(part, G.z_dim), c, truncation_psi=psi, truncation_cutoff=cutoff, noise_mode=noise_mode)
             out.append((img * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
-
-
-def read_png(path) -> np.ndarray:
-    with Image.open(path) as im:
-        assert im.format == "PNG"
-        return np.asarray(im.convert("RGB"))
-
-
-def read_seeds(out: Path, seeds) -> np.ndarray:
-    return np.stack([read_png(out / f"seed{s:04d}.png") for s in seeds])
-
-
-def one_error_line(result) -> str:
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("gencbm: error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from ddpm_fixtures import tiny_unet, tiny_unet_folder
 from gencbm_cli import common
 from gencbm_cli.main import app
+from output_checks import one_error_line, read_png, read_seeds
 
 UNET_SEED = 11
 
@@ -56,24 +57,6 @@ def pipeline_uint8(seeds, steps, kind="ddim", eta=0.0) -> np.ndarray:
     with torch.no_grad():
         x = pipe(batch_size=len(seeds), generator=gens, num_inference_steps=steps, output_type="pt", **kwargs).images
     return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def read_png(path) -> np.ndarray:
-    with Image.open(path) as im:
-        assert im.format == "PNG"
-        return np.asarray(im.convert("RGB"))
-
-
-def read_seeds(out: Path, seeds) -> np.ndarray:
-    return np.stack([read_png(out / f"seed{s:04d}.png") for s in seeds])
-
-
-def one_error_line(result) -> str:
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("gencbm: error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------------------
